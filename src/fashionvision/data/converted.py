@@ -1,0 +1,95 @@
+"""A converted dataset folder, as every converter writes it and every consumer reads it.
+
+Layout::
+
+    <folder>/train.txt val.txt test.txt   the annotation format (fashionvision.annotations)
+    <folder>/classes.txt                  detection class names, index order
+    <folder>/mask_classes.txt             segmentation label names (index 0 = background), if masks
+    <folder>/masks/<image path>.png       class-index PNG per image, if the source has pixels
+    <folder>/metadata.json                source, options, counts, seed, image_root
+
+``metadata.json["image_root"]`` is where image paths are relative to; it is stored relative to
+the converted folder when possible so that the folder can move together with its data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from fashionvision.annotations import Record, read_annotations, read_classes
+from fashionvision.errors import UserError
+
+SPLITS = ("train", "val", "test")
+METADATA = "metadata.json"
+
+
+@dataclass
+class ConvertedDataset:
+    """Paths and class lists of one converted folder."""
+
+    folder: Path
+    image_root: Path
+    classes: list[str]
+    mask_classes: list[str] | None
+    metadata: dict
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> "ConvertedDataset":
+        """Open a converted folder, with a clear message when it is not one."""
+        folder = Path(folder)
+        meta_path = folder / METADATA
+        if not meta_path.is_file():
+            raise UserError(
+                f"'{folder}' is not a converted dataset (no {METADATA}); run "
+                f"`fashion-convert <ccp|deepfashion|fashionpedia> output={folder}` first"
+            )
+        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+        root = Path(metadata.get("image_root", "."))
+        image_root = root if root.is_absolute() else (folder / root)
+        if not image_root.is_dir() and metadata.get("image_root_abs"):
+            image_root = Path(metadata["image_root_abs"])
+        classes = read_classes(folder / "classes.txt")
+        mask_file = folder / "mask_classes.txt"
+        mask_classes = read_classes(mask_file) if mask_file.is_file() else None
+        return cls(folder, image_root.resolve(), classes, mask_classes, metadata)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("source_name", self.folder.name))
+
+    @property
+    def has_masks(self) -> bool:
+        return self.mask_classes is not None and (self.folder / "masks").is_dir()
+
+    def split_file(self, split: str) -> Path:
+        if split not in SPLITS:
+            raise UserError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
+        return self.folder / f"{split}.txt"
+
+    def records(self, split: str) -> list[Record]:
+        """Read and validate one split (every bad line reported at once)."""
+        path = self.split_file(split)
+        if not path.is_file():
+            raise UserError(f"split file '{path}' does not exist")
+        return read_annotations(path, num_classes=len(self.classes))
+
+    def image_path(self, record: Record) -> Path:
+        return self.image_root / record.path
+
+    def mask_path(self, record: Record) -> Path:
+        return mask_path_for(self.folder, record.path)
+
+
+def mask_path_for(folder: str | os.PathLike, image_rel_path: str) -> Path:
+    """Where a converter writes (and datasets read) the mask of an image."""
+    return Path(folder) / "masks" / Path(image_rel_path).with_suffix(".png")
+
+
+def image_root_entry(folder: str | os.PathLike, image_root: str | os.PathLike) -> dict:
+    """Metadata entries recording the image root relative to the folder (and absolute as fallback)."""
+    folder = Path(folder).resolve()
+    image_root = Path(image_root).resolve()
+    return {"image_root": os.path.relpath(image_root, folder), "image_root_abs": str(image_root)}
