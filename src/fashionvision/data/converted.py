@@ -56,6 +56,13 @@ class ConvertedDataset:
         mask_classes = read_classes(mask_file) if mask_file.is_file() else None
         return cls(folder, image_root.resolve(), classes, mask_classes, metadata)
 
+    @classmethod
+    def from_classes(cls, classes: list[str], mask_classes: list[str] | None = None,
+                     metadata: dict | None = None) -> "ConvertedDataset":
+        """A stand-in holding only class lists: what inference needs, rebuilt from a checkpoint."""
+        return cls(Path("."), Path("."), list(classes), list(mask_classes) if mask_classes else None,
+                   dict(metadata or {}))
+
     @property
     def name(self) -> str:
         return str(self.metadata.get("source_name", self.folder.name))
