@@ -18,7 +18,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -137,6 +137,25 @@ def parse_line(
     return Record(path.replace("\\", "/"), np.array(boxes, dtype=np.int64)), issues
 
 
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str | None]]:
+    """Yield ``(line number, text)``; text is None for a line that is not valid UTF-8.
+
+    Decoding per line (not per file) lets a stray binary line be reported as ``FILE:LINE``
+    instead of aborting the whole read; a UTF-8 byte-order mark on line 1 is dropped.
+    """
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield line_no, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield line_no, None
+
+
+NOT_TEXT = "line is not valid UTF-8 text (is this an annotation file?)"
+
+
 def parse_annotations(
     path: str | os.PathLike, num_classes: int | None = None
 ) -> tuple[list[Record], list[Issue]]:
@@ -144,12 +163,14 @@ def parse_annotations(
     records: list[Record] = []
     issues: list[Issue] = []
     file = str(path)
-    with open(path, encoding="utf-8") as handle:
-        for line_no, text in enumerate(handle, start=1):
-            record, line_issues = parse_line(text, file, line_no, num_classes)
-            issues.extend(line_issues)
-            if record is not None:
-                records.append(record)
+    for line_no, text in iter_lines(path):
+        if text is None:
+            issues.append(Issue(file, line_no, NOT_TEXT))
+            continue
+        record, line_issues = parse_line(text, file, line_no, num_classes)
+        issues.extend(line_issues)
+        if record is not None:
+            records.append(record)
     return records, issues
 
 
@@ -253,35 +274,37 @@ def validate_file(
 
     report = ValidationReport(file=str(path))
     file = str(path)
-    with open(path, encoding="utf-8") as handle:
-        for line_no, text in enumerate(handle, start=1):
-            if text.strip() and not text.strip().startswith("#"):
-                report.lines += 1
-            record, issues = parse_line(text, file, line_no, num_classes)
-            report.errors.extend(i for i in issues if i.severity == "error")
-            report.warnings.extend(i for i in issues if i.severity == "warning")
-            if record is None:
+    for line_no, text in iter_lines(path):
+        if text is None:
+            report.errors.append(Issue(file, line_no, NOT_TEXT))
+            continue
+        if text.strip() and not text.strip().startswith("#"):
+            report.lines += 1
+        record, issues = parse_line(text, file, line_no, num_classes)
+        report.errors.extend(i for i in issues if i.severity == "error")
+        report.warnings.extend(i for i in issues if i.severity == "warning")
+        if record is None:
+            continue
+        report.images += 1
+        report.boxes += len(record.boxes)
+        if check_images:
+            image_path = Path(root or ".") / record.path
+            if not image_path.is_file():
+                report.errors.append(Issue(file, line_no, f"image '{record.path}' not found under {root}"))
                 continue
-            report.images += 1
-            report.boxes += len(record.boxes)
-            if check_images:
-                image_path = Path(root or ".") / record.path
-                if not image_path.is_file():
-                    report.errors.append(Issue(file, line_no, f"image '{record.path}' not found under {root}"))
-                    continue
-                try:
-                    width, height = image_size(image_path)
-                except ImageReadError as exc:
-                    report.errors.append(Issue(file, line_no, f"image '{record.path}' unreadable: {exc.reason}"))
-                    continue
-                for index, (x1, y1, x2, y2, _) in enumerate(record.boxes, start=1):
-                    if x2 >= width or y2 >= height:
-                        report.errors.append(
-                            Issue(
-                                file,
-                                line_no,
-                                f"box {index} ({x1},{y1},{x2},{y2}) lies outside the image "
-                                f"({width}x{height})",
-                            )
+            try:
+                width, height = image_size(image_path)
+            except ImageReadError as exc:
+                report.errors.append(Issue(file, line_no, f"image '{record.path}' unreadable: {exc.reason}"))
+                continue
+            for index, (x1, y1, x2, y2, _) in enumerate(record.boxes, start=1):
+                if x2 >= width or y2 >= height:
+                    report.errors.append(
+                        Issue(
+                            file,
+                            line_no,
+                            f"box {index} ({x1},{y1},{x2},{y2}) lies outside the image "
+                            f"({width}x{height})",
                         )
+                    )
     return report

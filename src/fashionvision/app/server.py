@@ -1,0 +1,133 @@
+"""``fashion-serve``: a one-page web application and a JSON API over one or two models.
+
+* ``GET /`` the page: upload a photo, pick the detector, the segmenter or both side by side,
+  see the drawn result and a table of the items found.
+* ``POST /predict`` (multipart field ``file``; ``model=detector|segmenter|both`` as a query or
+  form field): JSON with, per model, the items found and the drawn result as an inline
+  base64 PNG (``image=false`` leaves the picture out).
+* ``GET /health``: status and the loaded models.
+
+Uploads are read in chunks and refused with 413 past ``max_upload_mb``; anything that does not
+decode as an image (through the same reader as every other command) gets 415 with the reason;
+an empty upload 400. The server binds to 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fashionvision.data.image_io import ImageReadError, decode_image_bytes
+from fashionvision.errors import UserError
+from fashionvision.predict import Predictor, model_info
+from fashionvision.predict_files import describe, draw
+
+log = logging.getLogger("fashionvision")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+CHUNK = 1 << 20
+KINDS = ("detector", "segmenter")
+
+
+def by_kind(predictors: list[Predictor]) -> dict[str, Predictor]:
+    """``{"detector": ..., "segmenter": ...}``; two models of one kind are refused."""
+    models: dict[str, Predictor] = {}
+    for predictor in predictors:
+        if predictor.kind in models:
+            raise UserError(f"both '{models[predictor.kind].source}' and '{predictor.source}' are "
+                            f"{predictor.kind}s; give one detector and/or one segmenter")
+        models[predictor.kind] = predictor
+    if not models:
+        raise UserError("no model to serve: give ckpt=RUN_OR_CKPT (and optionally ckpt2=...)")
+    return models
+
+
+def png_data_url(image: np.ndarray) -> str:
+    """An RGB array as an inline ``data:image/png;base64,...`` URL."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", optimize=False)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def run_models(models: dict[str, Predictor], image: np.ndarray, which: str, conf: float | None = None,
+               iou: float | None = None, with_image: bool = True) -> list[dict]:
+    """Predict with the chosen model(s); one result dict per model, in KINDS order."""
+    chosen = [k for k in KINDS if k in models] if which == "both" else [which]
+    results = []
+    for kind in chosen:
+        predictor = models[kind]
+        default_conf, default_iou = predictor.default_thresholds()
+        prediction = predictor(image, conf=conf if conf is not None else default_conf,
+                               iou=iou if iou is not None else default_iou)
+        result: dict[str, Any] = {"model": kind, "task": predictor.task.name,
+                                  "items": describe(predictor, prediction, polygons=False)}
+        if with_image:
+            result["image"] = png_data_url(draw(predictor, image, prediction))
+        results.append(result)
+    return results
+
+
+def create_app(models: dict[str, Predictor], max_upload_mb: float = 10.0, conf: float | None = None,
+               iou: float | None = None, max_pixels: int = 40_000_000):
+    """The FastAPI application serving ``models`` (see :func:`by_kind`)."""
+    from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
+    from fastapi.responses import FileResponse, JSONResponse
+
+    limit = int(max_upload_mb * 1024 * 1024)
+    app = FastAPI(title="fashionvision", docs_url="/docs", redoc_url=None)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "max_upload_mb": max_upload_mb,
+                "models": {k: {key: v for key, v in model_info(p).items() if key != "classes"}
+                           for k, p in models.items()}}
+
+    @app.exception_handler(HTTPException)
+    def _http_error(_request: Any, exc: HTTPException) -> JSONResponse:
+        # the page shows `error` verbatim; programs get the status code
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.post("/predict")
+    def predict(file: UploadFile = File(..., description="the photo"),
+                model: str | None = Query(None, description="detector | segmenter | both"),
+                model_form: str | None = Form(None, alias="model"),
+                image: bool = Query(True, description="include the drawn result as a PNG data URL")) -> dict:
+        which = model or model_form or ("both" if len(models) > 1 else next(iter(models)))
+        if which not in (*KINDS, "both"):
+            raise HTTPException(400, f"model must be detector, segmenter or both, not '{which}'")
+        if which != "both" and which not in models:
+            raise HTTPException(400, f"no {which} is loaded; this server has: {', '.join(models)}")
+        data = _read_limited(file, limit)
+        name = file.filename or "upload"
+        if not data:
+            raise HTTPException(400, f"'{name}' is empty")
+        try:
+            rgb = decode_image_bytes(data, name=name, max_pixels=max_pixels)
+        except ImageReadError as exc:
+            raise HTTPException(415, f"'{name}' is not a usable image: {exc.reason}") from exc
+        results = run_models(models, rgb, which, conf, iou, with_image=image)
+        return {"file": name, "width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "results": results}
+
+    def _read_limited(upload: Any, max_bytes: int) -> bytes:
+        chunks, size = [], 0
+        while True:
+            chunk = upload.file.read(CHUNK)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > max_bytes:
+                raise HTTPException(413, f"upload larger than the limit of {max_upload_mb:g} MB")
+            chunks.append(chunk)
+
+    return app

@@ -1,0 +1,100 @@
+"""fashion-eval ckpt=RUN_OR_CKPT [split=test] [dataset=DIR] [output=DIR] [device=auto].
+
+Task-agnostic: the checkpoint names its model family, the engine rebuilds ``(task, model)``
+from it, and the task's own :meth:`~fashionvision.tasks.base.Task.evaluate` computes and
+writes its report (detection: COCO mAP, per-class AP, PR curve, confusion matrix,
+predictions.json; segmentation: mIoU and friends). This command only builds the split's
+loader, adds what was evaluated to ``metrics.json`` and prints the headline numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from fashionvision.annotations import atomic_write_text
+from fashionvision.cli._hydra import run_dir, run_hydra
+from fashionvision.errors import UserError
+
+log = logging.getLogger("fashionvision")
+
+
+def _dataset_path(cfg: dict, config: dict) -> str:
+    """``dataset=DIR`` if given, else the converted folder the checkpoint was trained on."""
+    given = cfg.get("dataset")
+    if isinstance(given, dict):  # tolerate `dataset.path=DIR`
+        given = given.get("path")
+    path = given or (config.get("dataset") or {}).get("path")
+    if not path:
+        raise UserError("the checkpoint does not record its dataset folder; pass dataset=DIR")
+    if not (Path(path) / "metadata.json").is_file():
+        raise UserError(f"dataset folder '{path}' is not a converted dataset; pass dataset=DIR "
+                        "(a folder written by fashion-convert)")
+    return str(path)
+
+
+def evaluate(cfg: dict, output: Path | None = None) -> dict:
+    """Evaluate ``cfg["ckpt"]`` on ``cfg["split"]``; returns the metrics (also written to disk)."""
+    import torch
+
+    from fashionvision.engine.build import build_loader, resolve_device
+    from fashionvision.engine.checkpoint import load_checkpoint, resolve_checkpoint, load_for_inference
+
+    ckpt = resolve_checkpoint(cfg["ckpt"])
+    device = resolve_device(str(cfg.get("device", "auto")))
+    config = load_checkpoint(ckpt).get("config") or {}
+    dataset = _dataset_path(cfg, config)
+    task, model, _ = load_for_inference(ckpt, device=device, dataset_path=dataset)
+    task.eval_options = {"save_masks": bool(cfg.get("save_masks", False))}
+    split = str(cfg.get("split", "test"))
+    limit = cfg.get("limit_images")
+    data = task.build_dataset(split, train=False, limit=int(limit) if limit else None)
+    if len(data) == 0:
+        raise UserError(f"split '{split}' of '{dataset}' has no images")
+    loader = build_loader(data, int(cfg.get("batch_size", 8)), int(cfg.get("workers", 2)),
+                          task.collate, pin_memory=device.type == "cuda")
+    output = Path(output or cfg.get("output") or run_dir())
+    output.mkdir(parents=True, exist_ok=True)
+    log.info("evaluating %s on %s split '%s' (%d images) on %s", ckpt, dataset, split, len(data), device)
+    with torch.no_grad():
+        metrics = dict(task.evaluate(model, loader, device, output))
+    report_file = output / "metrics.json"
+    written = json.loads(report_file.read_text()) if report_file.is_file() else {}
+    report = {**written, **metrics, "eval": {"checkpoint": str(ckpt), "dataset": dataset, "split": split,
+                                             "images": len(data), "device": str(device),
+                                             "task": task.name, "primary_metric": task.primary_metric}}
+    atomic_write_text(report_file, json.dumps(report, indent=2))
+    return report
+
+
+def _print(report: dict, output: Path) -> None:
+    info = report["eval"]
+    print(f"{info['task']} on {info['dataset']} [{info['split']}], {info['images']} images")
+    for key, value in report.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            print(f"  {key:16s} {value:.4f}" if isinstance(value, float) else f"  {key:16s} {value}")
+    rows = [r for r in report.get("per_class", []) if r.get("instances", 1)]
+    if rows:
+        cols = [k for k in rows[0] if k != "class"]
+        print(f"  {'class':24s} " + " ".join(f"{c:>9s}" for c in cols))
+        for r in rows:
+            print(f"  {str(r['class'])[:24]:24s} " + " ".join(
+                f"{r[c]:9.3f}" if isinstance(r[c], float) else f"{r[c]:9}" for c in cols))
+    print(f"report written to {output}")
+
+
+def main_body(cfg: dict) -> int:
+    output = Path(cfg.get("output") or run_dir())
+    report = evaluate(cfg, output)
+    _print(report, output)
+    return 0
+
+
+def main() -> None:
+    # `fashion-eval RUN_DIR` -> `ckpt=RUN_DIR`
+    run_hydra("eval", main_body, bare_word_key="ckpt")
+
+
+if __name__ == "__main__":
+    main()

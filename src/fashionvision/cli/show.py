@@ -1,0 +1,99 @@
+"""fashion-show dataset.path=DIR [split=train] [n=8] [images=[...]] [seed=0] [output=DIR].
+
+Look at a converted dataset before training on it: boxes with class names, and masks
+(semi-transparent) when the folder has them, drawn over chosen or random images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from fashionvision.annotations import Record
+from fashionvision.cli._hydra import run_dir, run_hydra
+from fashionvision.data.converted import ConvertedDataset
+from fashionvision.data.image_io import ImageReadError, read_image, write_image
+from fashionvision.errors import UserError
+from fashionvision.visualize import class_colors, draw_boxes, mask_legend, overlay_mask
+
+
+def choose_records(records: list[Record], images: Sequence[str] | None, n: int, seed: int,
+                   split_file: Path) -> list[Record]:
+    """The named records (all must exist in the split) or ``n`` seeded random ones, in file order."""
+    if images:
+        by_path = {r.path: r for r in records}
+        missing = [p for p in images if p not in by_path]
+        if missing:
+            raise UserError(f"not in {split_file}: {', '.join(missing)}")
+        return [by_path[p] for p in images]
+    count = min(int(n), len(records))
+    picked = np.random.default_rng(seed).choice(len(records), size=count, replace=False)
+    return [records[i] for i in sorted(picked)]
+
+
+def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """A class-index PNG as an integer array, or None (with a note) when absent or mismatched."""
+    from PIL import Image
+
+    if not path.is_file():
+        print(f"note: no mask at {path}")
+        return None
+    with Image.open(path) as image:
+        mask = np.asarray(image)
+    if mask.shape != shape:
+        print(f"note: mask {path} is {mask.shape[1]}x{mask.shape[0]}, image is {shape[1]}x{shape[0]}; not drawn")
+        return None
+    return mask
+
+
+def show(folder: str | Path, split: str, n: int, images: Sequence[str] | None, seed: int, output: Path,
+         masks: bool = True, alpha: float = 0.45) -> list[Path]:
+    """Render the chosen images of one split into PNGs under ``output``; return their paths."""
+    data = ConvertedDataset.open(folder)
+    chosen = choose_records(data.records(split), images, n, seed, data.split_file(split))
+    draw_masks = masks and data.has_masks
+    mask_colors = class_colors(len(data.mask_classes)) if data.mask_classes else None
+    box_colors = class_colors(len(data.classes))
+    if mask_colors is not None:
+        # the same garment gets the same colour as box and as mask
+        by_name = {name: mask_colors[i] for i, name in enumerate(data.mask_classes or [])}
+        box_colors = np.array([by_name.get(name, box_colors[i]) for i, name in enumerate(data.classes)])
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    for record in chosen:
+        try:
+            image = read_image(data.image_path(record))
+        except ImageReadError as exc:
+            raise UserError(str(exc)) from exc
+        if draw_masks:
+            mask = read_mask(data.mask_path(record), image.shape[:2])
+            if mask is not None:
+                image = overlay_mask(image, mask, alpha=alpha, colors=mask_colors)
+                image = mask_legend(image, mask, data.mask_classes or [], colors=mask_colors)
+        b = record.boxes
+        image = draw_boxes(image, b[:, :4], b[:, 4], data.classes, colors=box_colors)
+        target = output / (record.path.replace("/", "__").rsplit(".", 1)[0] + ".png")
+        write_image(target, image)
+        written.append(target)
+    return written
+
+
+def show_command(cfg: dict) -> int:
+    output = Path(cfg["output"]) if cfg.get("output") else run_dir()
+    images = cfg.get("images")
+    if isinstance(images, str):
+        images = [images]
+    written = show(cfg["dataset"]["path"], cfg["split"], int(cfg["n"]), images, int(cfg["seed"]), output,
+                   masks=bool(cfg["masks"]), alpha=float(cfg["alpha"]))
+    print(f"{len(written)} image(s) drawn into {output}")
+    return 0
+
+
+def main() -> None:
+    run_hydra("show", show_command)
+
+
+if __name__ == "__main__":
+    main()

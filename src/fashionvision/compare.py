@@ -1,0 +1,235 @@
+"""``fashion-compare``: the detector and the segmenter on exactly the same test images.
+
+Each family is scored with both yardsticks, through one code path each:
+
+* detection (COCO, :mod:`fashionvision.metrics.detection`): the detector's boxes (all down to
+  its evaluation threshold, as mAP requires) and boxes derived from the segmenter's masks
+  (:func:`~fashionvision.convert_outputs.boxes_from_mask`: connected components per class,
+  the dataset's minimum-area rule, mean class probability as score);
+* segmentation (confusion matrix, :mod:`fashionvision.metrics.segmentation`): the segmenter's
+  masks and masks painted from the detector's boxes above its drawing threshold, lowest score
+  first (:func:`~fashionvision.convert_outputs.mask_from_boxes`).
+
+Class lists are mapped by name. Both runs must describe the same dataset and class lists as the
+evaluation folder; any difference is a :class:`UserError` saying what differs. Speed is measured
+on the same device for both (parameters, GFLOPs, ms/image at batch 1, img/s at batch 32).
+The report itself (Markdown, JSON, figures) is written by :mod:`fashionvision.compare_report`.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from fashionvision.convert_outputs import boxes_from_mask, class_map_by_name, invert_class_map, mask_from_boxes
+from fashionvision.data.converted import ConvertedDataset
+from fashionvision.data.image_io import ImageReadError, read_image
+from fashionvision.errors import UserError
+from fashionvision.metrics import detection as det_metrics
+from fashionvision.metrics.segmentation import ConfusionMatrix, metrics_from_confusion
+from fashionvision.predict import Predictor, prepare_images
+
+log = logging.getLogger("fashionvision")
+
+DEFAULT_MIN_AREA_FRACTION = 0.0005  # the CCP box rule (docs/datasets.md)
+
+
+def _first_difference(a: list[str], b: list[str]) -> str:
+    if len(a) != len(b):
+        return f"{len(a)} vs {len(b)} classes"
+    i = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    return f"class {i} is '{a[i]}' vs '{b[i]}'"
+
+
+def check_compatible(detector: Predictor, segmenter: Predictor, data: ConvertedDataset) -> None:
+    """Refuse runs whose dataset or class lists differ from each other or from ``data``."""
+    if detector.task.name != "detection":
+        raise UserError(f"detector='{detector.source}' holds a {detector.task.name} model, not a detector")
+    if segmenter.task.name != "segmentation":
+        raise UserError(f"segmenter='{segmenter.source}' holds a {segmenter.task.name} model, not a segmenter")
+    if data.mask_classes is None:
+        raise UserError(f"dataset '{data.folder}' has no masks (no mask_classes.txt): it cannot score a segmenter")
+    problems = []
+    if detector.class_names != data.classes:
+        problems.append(f"the detector's classes differ from the dataset's classes.txt "
+                        f"({_first_difference(detector.class_names, data.classes)})")
+    if segmenter.class_names != data.mask_classes:
+        problems.append(f"the segmenter's classes differ from the dataset's mask_classes.txt "
+                        f"({_first_difference(segmenter.class_names, data.mask_classes)})")
+    names = {}
+    for role, predictor in (("detector", detector), ("segmenter", segmenter)):
+        dataset_cfg = predictor.config.get("dataset") or {}
+        if dataset_cfg.get("name"):
+            names[role] = str(dataset_cfg["name"])
+    if len(set(names.values())) > 1:
+        problems.append(f"the runs were trained on different datasets: detector on '{names['detector']}', "
+                        f"segmenter on '{names['segmenter']}'")
+    if problems:
+        raise UserError("cannot compare these runs: " + "; ".join(problems))
+
+
+def read_gt_mask(data: ConvertedDataset, record, shape: tuple[int, int]) -> np.ndarray:
+    """The ground-truth class-index mask of ``record`` (int64), checked against the image size."""
+    path = data.mask_path(record)
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if mask is None:
+        raise UserError(f"ground-truth mask '{path}' is missing or unreadable")
+    if mask.shape[:2] != tuple(shape):
+        raise UserError(f"ground-truth mask '{path}' is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                        f"{shape[1]}x{shape[0]}")
+    return mask.astype(np.int64)
+
+
+def min_area_fraction(data: ConvertedDataset) -> float:
+    """The dataset's own box rule (converter option), so derived boxes follow the same rule as GT."""
+    options = data.metadata.get("options") or {}
+    return float(options.get("min_area_fraction", DEFAULT_MIN_AREA_FRACTION))
+
+
+@dataclass
+class Evaluation:
+    """Everything measured on the shared image list (what the report is written from)."""
+
+    images: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    detection: dict = field(default_factory=dict)      # "detector" / "segmenter" -> metrics
+    segmentation: dict = field(default_factory=dict)   # "segmenter" / "detector" -> metrics
+    thresholds: dict = field(default_factory=dict)
+    samples: list[dict] = field(default_factory=list)  # the first n images, for the grid
+
+
+def evaluate_both(detector: Predictor, segmenter: Predictor, data: ConvertedDataset, split: str,
+                  limit: int | None = None, n_samples: int = 8) -> Evaluation:
+    """Run both models on every image of ``split`` (first ``limit``) and score both ways."""
+    records = data.records(split)[: limit or None]
+    if not records:
+        raise UserError(f"split '{split}' of '{data.folder}' holds no images")
+    det_classes, seg_classes = detector.class_names, segmenter.class_names
+    seg_to_det = class_map_by_name(seg_classes, det_classes)
+    det_to_seg = invert_class_map(seg_to_det)
+    eval_conf = float(detector.task.model_cfg.get("eval_conf", 0.001))
+    eval_iou = float(detector.task.model_cfg.get("eval_iou", 0.6))
+    draw_conf, draw_iou = detector.default_thresholds()
+    ignore = int(segmenter.task.model_cfg.get("ignore_index", 255))
+    area_fraction = min_area_fraction(data)
+    result = Evaluation(thresholds={"detector_eval_conf": eval_conf, "detector_eval_iou": eval_iou,
+                                    "detector_paint_conf": draw_conf, "detector_paint_iou": draw_iou,
+                                    "segmenter_min_area_fraction": area_fraction})
+    gt_images: list[dict] = []
+    coco = {"detector": [], "segmenter": []}
+    matrices = {k: ConfusionMatrix(len(seg_classes), ignore_index=ignore) for k in ("segmenter", "detector")}
+    for image_id, record in enumerate(records):
+        path = data.image_path(record)
+        try:
+            image = read_image(path)
+        except ImageReadError as exc:
+            log.warning("skipped %s: %s", exc.path, exc.reason)
+            result.skipped.append({"path": exc.path, "reason": exc.reason})
+            continue
+        height, width = image.shape[:2]
+        gt_mask = read_gt_mask(data, record, (height, width))
+        result.images.append(record.path)
+        gt_images.append({"id": image_id, "height": height, "width": width, "boxes": record.boxes})
+
+        det_all = detector(image, conf=eval_conf, iou=eval_iou)
+        coco["detector"] += det_metrics.predictions_to_coco(image_id, det_all["boxes"], det_all["scores"],
+                                                           det_all["labels"])
+        det_drawn = detector(image, conf=draw_conf, iou=draw_iou)
+        painted = mask_from_boxes(det_drawn["boxes"], det_drawn["labels"], det_drawn["scores"],
+                                  (height, width), det_to_seg)
+        matrices["detector"].update(torch.from_numpy(painted), torch.from_numpy(gt_mask))
+
+        seg = segmenter(image)
+        matrices["segmenter"].update(torch.from_numpy(np.asarray(seg["mask"])), torch.from_numpy(gt_mask))
+        boxes, labels, scores = boxes_from_mask(np.asarray(seg["mask"]), seg.get("probs"),
+                                                min_area=area_fraction * height * width,
+                                                class_map=seg_to_det, ignore=(0, ignore))
+        coco["segmenter"] += det_metrics.predictions_to_coco(image_id, boxes, scores, labels)
+        if len(result.samples) < n_samples:
+            result.samples.append({"path": record.path, "image": image, "gt_mask": gt_mask, "gt_boxes": record.boxes,
+                                   "detector": det_drawn, "segmenter": {"mask": np.asarray(seg["mask"])},
+                                   "derived_boxes": (boxes, labels, scores)})
+    if not gt_images:
+        raise UserError(f"no readable image in split '{split}' of '{data.folder}'")
+    gt = det_metrics.gt_to_coco(gt_images, det_classes)
+    for kind, results in coco.items():
+        result.detection[kind] = det_metrics.summarize(gt, results, det_classes)
+        result.detection[kind]["num_predictions"] = len(results)
+    mapped = sorted(seg_to_det)  # segmentation classes that both families can produce
+    for kind, matrix in matrices.items():
+        metrics = metrics_from_confusion(matrix.matrix.numpy(), seg_classes)
+        present = [metrics["per_class"][c]["iou"] for c in mapped if metrics["per_class"][c]["present"]]
+        metrics["miou_shared_classes"] = float(np.mean(present)) if present else 0.0
+        result.segmentation[kind] = metrics
+    return result
+
+
+# ---------------------------------------------------------------- model size and speed
+def device_name(device: torch.device) -> str:
+    """A human name for the device timings were taken on."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA)"
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def count_flops(predictor: Predictor, image_hw: tuple[int, int]) -> tuple[float | None, list[int]]:
+    """Forward GFLOPs per image (``torch.utils.flop_counter``) and the model input shape."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fashionvision.export import OnnxModel, capture_model_input
+
+    image = np.zeros((*image_hw, 3), dtype=np.uint8)
+    batch, metas = prepare_images(predictor.task, [image])
+    (x,) = capture_model_input(predictor.task, predictor.model, batch.to(predictor.device), metas)
+    if isinstance(predictor.model, OnnxModel):
+        return None, list(x.shape)  # no PyTorch graph to count
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        predictor.model(x)
+    return counter.get_total_flops() / 1e9, list(x.shape)
+
+
+def time_predict(predictor: Predictor, batch_size: int, image_hw: tuple[int, int], min_seconds: float = 1.0,
+                 max_iters: int = 20, warmup: int = 1) -> float:
+    """Median seconds of one ``task.predict`` call (forward + decoding) on a prepared batch."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (*image_hw, 3), dtype=np.uint8) for _ in range(batch_size)]
+    batch, metas = prepare_images(predictor.task, images)
+    batch = batch.to(predictor.device)
+    conf, iou = predictor.default_thresholds()
+    sync = torch.cuda.synchronize if predictor.device.type == "cuda" else (lambda: None)
+    times: list[float] = []
+    with torch.no_grad():
+        for i in range(warmup + max_iters):
+            sync()
+            start = time.perf_counter()
+            predictor.task.predict(predictor.model, batch, metas, conf=conf, iou=iou)
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+                if sum(times) >= min_seconds:
+                    break
+    return float(np.median(times))
+
+
+def measure_speed(predictor: Predictor, image_hw: tuple[int, int], batch_sizes: tuple[int, int] = (1, 32),
+                  min_seconds: float = 1.0, max_iters: int = 20) -> dict:
+    """Parameters, GFLOPs, ms/image at the first batch size and img/s at the second."""
+    from fashionvision.export import OnnxModel
+
+    params = None if isinstance(predictor.model, OnnxModel) else sum(p.numel() for p in predictor.model.parameters())
+    gflops, input_shape = count_flops(predictor, image_hw)
+    single = time_predict(predictor, batch_sizes[0], image_hw, min_seconds, max_iters)
+    large = time_predict(predictor, batch_sizes[1], image_hw, min_seconds, max_iters)
+    return {"params": params, "gflops": gflops, "input_shape": input_shape,
+            "photo_size": list(image_hw), "batch_small": batch_sizes[0], "batch_large": batch_sizes[1],
+            "ms_per_image_small": 1000.0 * single / batch_sizes[0],
+            "images_per_s_large": batch_sizes[1] / large,
+            "device": device_name(predictor.device)}

@@ -1,0 +1,240 @@
+"""The ``fashion-compare`` report: ``report.md``, ``report.json`` and figures, and the whole run.
+
+Sections (each in both files): setup (dataset, split, image list, checkpoints, thresholds),
+detection metrics for both families, segmentation metrics for both, the per-class table
+(AP50 and IoU side by side with instance counts), where each family wins, speed side by side,
+and figures: ``grid.png`` (original, ground truth, detector, segmenter for the first N images)
+and ``per_class.png``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fashionvision.annotations import atomic_write_text
+from fashionvision.compare import Evaluation, check_compatible, evaluate_both, measure_speed
+from fashionvision.convert_outputs import class_map_by_name
+from fashionvision.data.converted import ConvertedDataset
+from fashionvision.data.image_io import write_image
+from fashionvision.errors import UserError
+from fashionvision.predict import load_predictor
+
+log = logging.getLogger("fashionvision")
+
+FAMILIES = ("detector", "segmenter")
+SECTIONS = ("Setup", "Detection metrics", "Segmentation metrics", "Per-class comparison",
+            "Where each family wins", "Speed", "Figures")
+PANEL_HEIGHT = 256
+
+
+def per_class_rows(ev: Evaluation, det_classes: list[str], seg_classes: list[str]) -> list[dict]:
+    """One row per segmentation class: instances, AP50 of both, IoU of both, winners."""
+    seg_to_det = class_map_by_name(seg_classes, det_classes)
+    rows = []
+    for s, name in enumerate(seg_classes):
+        d = seg_to_det.get(s)
+        seg_iou = ev.segmentation["segmenter"]["per_class"][s]
+        det_iou = ev.segmentation["detector"]["per_class"][s]
+        row = {"class": name, "det_index": d, "seg_index": s, "instances": 0, "gt_pixels": seg_iou["gt_pixels"],
+               "ap50_detector": None, "ap50_segmenter": None,
+               "iou_segmenter": seg_iou["iou"] if seg_iou["present"] else None,
+               "iou_detector": (det_iou["iou"] or 0.0) if seg_iou["present"] and d is not None else None}
+        if d is not None:
+            row["instances"] = ev.detection["detector"]["per_class"][d]["instances"]
+            if row["instances"]:
+                row["ap50_detector"] = ev.detection["detector"]["per_class"][d]["ap50"]
+                row["ap50_segmenter"] = ev.detection["segmenter"]["per_class"][d]["ap50"]
+        row["ap50_winner"] = _winner(row["ap50_detector"], row["ap50_segmenter"])
+        row["iou_winner"] = _winner(row["iou_detector"], row["iou_segmenter"])
+        rows.append(row)
+    return rows
+
+
+def _winner(det: float | None, seg: float | None) -> str | None:
+    if det is None or seg is None:
+        return None
+    if abs(det - seg) < 1e-9:
+        return "tie"
+    return "detector" if det > seg else "segmenter"
+
+
+def wins(rows: list[dict]) -> dict:
+    """Per metric: the classes each family wins (ties listed apart)."""
+    out = {}
+    for metric in ("ap50", "iou"):
+        out[metric] = {k: [r["class"] for r in rows if r[f"{metric}_winner"] == k]
+                       for k in ("detector", "segmenter", "tie")}
+    return out
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def render_markdown(report: dict) -> str:
+    """``report.md`` from the ``report.json`` dict."""
+    s, det, seg, speed = report["setup"], report["detection"], report["segmentation"], report["speed"]
+    lines = ["# Detector vs segmenter", "", "## Setup", "",
+             f"- dataset: `{s['dataset']}` ({s['dataset_name']}), split `{s['split']}`, "
+             f"{s['num_images']} images (list sha1 `{s['image_list_sha1']}`; both models saw exactly these)",
+             f"- detector: `{s['detector']}`", f"- segmenter: `{s['segmenter']}`",
+             f"- detection classes: {s['num_det_classes']}, segmentation classes: {s['num_seg_classes']} "
+             "(mapped by name; segmentation-only classes cannot come from boxes)",
+             f"- thresholds: {', '.join(f'{k}={v}' for k, v in s['thresholds'].items())}"]
+    if s["skipped"]:
+        lines.append(f"- skipped unreadable images: {', '.join(x['path'] for x in s['skipped'])}")
+    lines += ["", "## Detection metrics", "",
+              "COCO evaluation of the detector's boxes and of boxes derived from the segmenter's masks "
+              "(connected components per class, mean class probability as score).", "",
+              "| source | mAP50-95 | mAP50 | mAP75 | AR100 | predictions |", "|---|---|---|---|---|---|"]
+    for k, label in (("detector", "detector boxes"), ("segmenter", "segmenter masks -> boxes")):
+        m = det[k]
+        lines.append(f"| {label} | {_fmt(m['map'])} | {_fmt(m['map50'])} | {_fmt(m['map75'])} | "
+                     f"{_fmt(m['ar100'])} | {m['num_predictions']} |")
+    lines += ["", "## Segmentation metrics", "",
+              "Confusion-matrix metrics of the segmenter's masks and of masks painted from the detector's boxes "
+              "(lowest score first, above the detector's drawing threshold).", "",
+              "| source | mIoU | mIoU (shared classes) | pixel acc | mean class acc | fwIoU |", "|---|---|---|---|---|---|"]
+    for k, label in (("segmenter", "segmenter masks"), ("detector", "detector boxes -> masks")):
+        m = seg[k]
+        lines.append(f"| {label} | {_fmt(m['miou'])} | {_fmt(m['miou_shared_classes'])} | {_fmt(m['pixel_acc'])} | "
+                     f"{_fmt(m['mean_class_acc'])} | {_fmt(m['fwiou'])} |")
+    lines += ["", "## Per-class comparison", "",
+              "| class | instances | AP50 det | AP50 seg->box | GT pixels | IoU seg | IoU det->mask |",
+              "|---|---|---|---|---|---|---|"]
+    for r in report["per_class"]:
+        if r["instances"] or r["gt_pixels"]:
+            lines.append(f"| {r['class']} | {r['instances']} | {_fmt(r['ap50_detector'])} | "
+                         f"{_fmt(r['ap50_segmenter'])} | {r['gt_pixels']} | {_fmt(r['iou_segmenter'])} | "
+                         f"{_fmt(r['iou_detector'])} |")
+    lines += ["", "## Where each family wins", ""]
+    for metric, label in (("ap50", "AP50 (classes with instances)"), ("iou", "IoU (classes present, shared)")):
+        w = report["wins"][metric]
+        lines.append(f"- {label}: detector {len(w['detector'])}, segmenter {len(w['segmenter'])}, "
+                     f"ties {len(w['tie'])}")
+        for k in FAMILIES:
+            if w[k]:
+                lines.append(f"  - {k}: {', '.join(w[k])}")
+    lines += ["", "## Speed", "", f"Device: {speed['device']}. Timed: preprocessed batch through the model and the "
+              "task's decoding (NMS / argmax and resize back); GFLOPs of one forward at the model input shape.", "",
+              f"| model | parameters | GFLOPs/img | input | ms/img (batch {speed['detector']['batch_small']}) | "
+              f"img/s (batch {speed['detector']['batch_large']}) |", "|---|---|---|---|---|---|"]
+    for k in FAMILIES:
+        m = speed[k]
+        lines.append(f"| {k} | {m['params']:,} | {_fmt(m['gflops'], 2)} | {'x'.join(map(str, m['input_shape'][1:]))} "
+                     f"| {_fmt(m['ms_per_image_small'], 1)} | {_fmt(m['images_per_s_large'], 1)} |")
+    lines += ["", "## Figures", "", f"![grid]({report['figures']['grid']})", "",
+              "Columns: original, ground truth (mask and boxes), detector (boxes above its drawing threshold), "
+              "segmenter (mask).", "", f"![per-class]({report['figures']['per_class']})", ""]
+    return "\n".join(lines)
+
+
+def _panel(image: np.ndarray, title: str, height: int = PANEL_HEIGHT) -> np.ndarray:
+    width = max(1, round(image.shape[1] * height / image.shape[0]))
+    panel = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    header = np.full((22, width, 3), 255, dtype=np.uint8)
+    cv2.putText(header, title, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([header, panel])
+
+
+def draw_grid(ev: Evaluation, det_classes: list[str], path: Path) -> Path:
+    """One row per sample image: original, ground truth, detector output, segmenter output."""
+    from fashionvision.visualize import draw_boxes, overlay_mask
+
+    rows = []
+    for sample in ev.samples:
+        image, gt_boxes = sample["image"], sample["gt_boxes"]
+        # GT boxes are inclusive pixel extents; drawing takes continuous coordinates
+        boxes = gt_boxes[:, :4].astype(np.float32) + np.array([0, 0, 1, 1], dtype=np.float32)
+        gt = draw_boxes(overlay_mask(image, sample["gt_mask"], alpha=0.5), boxes, gt_boxes[:, 4], det_classes)
+        d = sample["detector"]
+        detected = draw_boxes(image, np.asarray(d["boxes"]), np.asarray(d["labels"]), det_classes,
+                              scores=np.asarray(d["scores"]))
+        segmented = overlay_mask(image, sample["segmenter"]["mask"], alpha=0.5)
+        panels = [_panel(image, Path(sample["path"]).name), _panel(gt, "ground truth"),
+                  _panel(detected, f"detector ({len(d['boxes'])} boxes)"),
+                  _panel(segmented, f"segmenter ({len(sample['derived_boxes'][0])} regions)")]
+        rows.append(np.hstack(panels))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    write_image(path, np.vstack(rows))
+    return path
+
+
+def plot_per_class(rows: list[dict], path: Path) -> Path:
+    """Side-by-side bars: AP50 (classes with instances) and IoU (classes present), both families."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ap_rows = [r for r in rows if r["ap50_detector"] is not None]
+    iou_rows = [r for r in rows if r["iou_segmenter"] is not None]
+    n = max(len(ap_rows), len(iou_rows), 1)
+    fig = Figure(figsize=(12, max(3.0, 0.22 * n + 1.5)))
+    FigureCanvasAgg(fig)
+    for ax, subset, metric, title in zip(fig.subplots(1, 2), (ap_rows, iou_rows), ("ap50", "iou"),
+                                         ("AP50 per class", "IoU per class")):
+        y = np.arange(len(subset))
+        for offset, family, color in ((-0.2, "detector", "tab:orange"), (0.2, "segmenter", "tab:blue")):
+            ax.barh(y + offset, [r[f"{metric}_{family}"] or 0.0 for r in subset], height=0.4,
+                    color=color, label=family)
+        ax.set_yticks(y, [r["class"] for r in subset], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_title(title)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def run_compare(detector: str, segmenter: str, dataset: str | None, split: str, output: str | Path,
+                n_images: int = 8, limit: int | None = None, device: str = "cpu",
+                speed_batch_sizes: tuple[int, int] = (1, 32), speed_seconds: float = 1.0,
+                speed_iters: int = 20) -> dict:
+    """Load both runs, check they match, evaluate, time, and write the report folder."""
+    # loaded with their own stored class lists, so that a mismatch with the dataset shows
+    det = load_predictor(detector, device=device)
+    seg = load_predictor(segmenter, device=device)
+    if dataset is None:
+        dataset = (det.config.get("dataset") or {}).get("path")
+        if not dataset:
+            raise UserError("give dataset=DIR: the detector's checkpoint does not record its dataset folder")
+    data = ConvertedDataset.open(dataset)
+    check_compatible(det, seg, data)
+    ev = evaluate_both(det, seg, data, split, limit=limit, n_samples=n_images)
+    photo_hw = tuple(ev.samples[0]["image"].shape[:2]) if ev.samples else (416, 312)
+    speed = {k: measure_speed(p, photo_hw, speed_batch_sizes, speed_seconds, speed_iters)
+             for k, p in (("detector", det), ("segmenter", seg))}
+    speed["device"] = speed["detector"]["device"]
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    rows = per_class_rows(ev, det.class_names, seg.class_names)
+    report = {
+        "sections": list(SECTIONS),
+        "setup": {"dataset": str(data.folder), "dataset_name": data.name, "split": split,
+                  "num_images": len(ev.images), "images": ev.images,
+                  "image_list_sha1": hashlib.sha1("\n".join(ev.images).encode()).hexdigest()[:12],
+                  "skipped": ev.skipped, "detector": det.source, "segmenter": seg.source,
+                  "num_det_classes": len(det.class_names), "num_seg_classes": len(seg.class_names),
+                  "thresholds": ev.thresholds},
+        "detection": ev.detection, "segmentation": ev.segmentation,
+        "per_class": rows, "wins": wins(rows), "speed": speed,
+        "figures": {"grid": "grid.png", "per_class": "per_class.png"},
+        "grid_images": [s["path"] for s in ev.samples],
+    }
+    draw_grid(ev, det.class_names, output / "grid.png")
+    plot_per_class(rows, output / "per_class.png")
+    atomic_write_text(output / "report.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_text(output / "report.md", render_markdown(report))
+    log.info("comparison report written to %s", output)
+    return report

@@ -1,0 +1,149 @@
+"""COCO segmentations -> boxes and class-index mask PNGs (pycocotools does the rasterising).
+
+Polygons are rasterised by pycocotools inside a window around the polygon rather than on the
+whole image: the result is the same pixels (the window is shifted by whole pixels), but the
+cost follows the object's size instead of the photo's, which is what makes masks for tens of
+thousands of photos affordable. Masks are written by a small process pool fed in bounded
+batches, so memory stays flat however many images there are.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from collections import deque
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+from pycocotools import mask as coco_mask
+
+BATCH = 32  # images per task sent to a worker
+MAX_IN_FLIGHT = 16  # batches queued at once: bounds the memory held by pending work
+
+
+def _polygons(segmentation: list) -> list[list[float]]:
+    polygons = [list(p) for p in segmentation if len(p) >= 6]
+    if any(len(p) % 2 for p in polygons):
+        raise ValueError("a polygon has an odd number of coordinates")
+    if not polygons:
+        raise ValueError("no polygon with at least 3 points")
+    return polygons
+
+
+def segmentation_rle(segmentation: list | dict, height: int, width: int) -> dict:
+    """One (merged) compressed RLE for a polygon list or an RLE (compressed or uncompressed)."""
+    if isinstance(segmentation, list):
+        return coco_mask.merge(coco_mask.frPyObjects(_polygons(segmentation), height, width))
+    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
+        size = [int(v) for v in segmentation["size"]]
+        if size != [height, width]:
+            raise ValueError(f"RLE size {size} differs from the image size [{height}, {width}]")
+        counts = segmentation["counts"]
+        if isinstance(counts, list):
+            return coco_mask.frPyObjects(segmentation, height, width)
+        if isinstance(counts, str):
+            counts = counts.encode("ascii")
+        return {"size": size, "counts": counts}
+    raise ValueError(f"segmentation is neither a polygon list nor an RLE ({type(segmentation).__name__})")
+
+
+def segmentation_bbox(segmentation: list | dict, height: int, width: int) -> list[float]:
+    """COCO ``[x, y, w, h]`` of the pixels a segmentation covers (as pycocotools rasterises it)."""
+    return [float(v) for v in coco_mask.toBbox(segmentation_rle(segmentation, height, width))]
+
+
+def paint_instance(canvas: np.ndarray, segmentation: list | dict, value: int) -> None:
+    """Set the pixels of one instance to ``value`` in an HxW uint8 canvas."""
+    height, width = canvas.shape
+    if isinstance(segmentation, list):
+        polygons = [np.asarray(p, dtype=np.float64) for p in _polygons(segmentation)]
+        xs = np.concatenate([p[0::2] for p in polygons])
+        ys = np.concatenate([p[1::2] for p in polygons])
+        x0, y0 = max(0, math.floor(xs.min())), max(0, math.floor(ys.min()))
+        x1, y1 = min(width, math.ceil(xs.max()) + 1), min(height, math.ceil(ys.max()) + 1)
+        if x0 >= x1 or y0 >= y1:
+            return  # wholly outside the image
+        shift = np.array([x0, y0], dtype=np.float64)
+        local = [(p.reshape(-1, 2) - shift).ravel().tolist() for p in polygons]
+        pixels = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(local, y1 - y0, x1 - x0)))
+        window = canvas[y0:y1, x0:x1]
+        window[pixels.astype(bool)] = value
+    else:
+        pixels = coco_mask.decode(segmentation_rle(segmentation, height, width))
+        canvas[pixels.astype(bool)] = value
+
+
+def paint_mask(height: int, width: int, instances: Sequence[tuple[float, int, object]]) -> tuple[np.ndarray, list[str]]:
+    """Paint ``(area, value, segmentation)`` instances larger-first; return the mask and problems."""
+    canvas = np.zeros((height, width), dtype=np.uint8)
+    problems: list[str] = []
+    for area, value, segmentation in sorted(instances, key=lambda item: -item[0]):
+        try:
+            paint_instance(canvas, segmentation, value)
+        except (ValueError, TypeError) as exc:
+            problems.append(f"instance of class value {value} not painted: {exc}")
+    return canvas, problems
+
+
+def _write_batch(batch: list[tuple[str, int, int, list]]) -> list[tuple[str, str]]:
+    """Worker: paint and write a batch of masks; return ``(path, problem)`` pairs."""
+    problems: list[tuple[str, str]] = []
+    for path, height, width, instances in batch:
+        canvas, found = paint_mask(height, width, instances)
+        problems.extend((path, p) for p in found)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not cv2.imwrite(path, canvas):
+            raise OSError(f"could not write mask {path}")
+    return problems
+
+
+class MaskWriter:
+    """Writes mask PNGs, in a process pool when ``workers > 1`` (``workers == 0``: disabled).
+
+    Use as a context manager; start it before loading large data so the forked workers stay small.
+    """
+
+    def __init__(self, folder: Path, workers: int):
+        self.folder = Path(folder)
+        self.enabled = workers > 0
+        self.workers = workers
+        self.pool = None
+        self.batch: list[tuple[str, int, int, list]] = []
+        self.pending: deque = deque()
+        self.problems: list[tuple[str, str]] = []
+
+    def __enter__(self) -> "MaskWriter":
+        if self.workers > 1:
+            self.pool = multiprocessing.get_context("fork").Pool(self.workers)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.terminate() if exc[0] is not None else self.pool.close()
+            self.pool.join()
+
+    def submit(self, path: Path, height: int, width: int, instances: list) -> None:
+        self.batch.append((str(path), height, width, instances))
+        if len(self.batch) >= BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        batch, self.batch = self.batch, []
+        if not batch:
+            return
+        if self.pool is None:
+            self.problems.extend(_write_batch(batch))
+            return
+        self.pending.append(self.pool.apply_async(_write_batch, (batch,)))
+        while len(self.pending) > MAX_IN_FLIGHT:
+            self.problems.extend(self.pending.popleft().get())
+
+    def finish(self) -> list[tuple[str, str]]:
+        """Wait for every mask; return ``(mask path, problem)`` for instances that could not be painted."""
+        self._flush()
+        while self.pending:
+            self.problems.extend(self.pending.popleft().get())
+        return self.problems

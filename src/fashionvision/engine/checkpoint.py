@@ -1,0 +1,269 @@
+"""Checkpoints that survive crashes and are safe to load from strangers.
+
+* Written atomically: a temporary file in the same folder, flushed and fsynced, then
+  ``os.replace``; the previous ``last.pt`` stays as ``last.prev.pt`` so one bad file never
+  loses a run.
+* Everything in a checkpoint is a tensor, number, string, list or dict, so it loads with
+  ``torch.load(weights_only=True)``; RNG states are stored as tensors and lists, never as
+  pickled objects. A file that carries pickled objects is refused.
+* Rebuilding a model (:func:`load_for_inference`) uses the task registry by model name only;
+  no ``_target_`` from a checkpoint is ever instantiated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fashionvision.errors import UserError
+
+log = logging.getLogger("fashionvision.engine")
+
+CHECKPOINT_DIR = "checkpoints"
+LAST, PREV, BEST = "last.pt", "last.prev.pt", "best.pt"
+
+
+# ---------------------------------------------------------------- RNG states as plain data
+def rng_state() -> dict:
+    """Python, NumPy and torch RNG states as tensors/lists (loadable with weights_only)."""
+    version, mt, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64),
+                   "gauss": gauss},
+        "numpy": {"name": str(np_name), "keys": torch.from_numpy(np_keys.astype(np.int64)),
+                  "pos": int(np_pos), "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Inverse of :func:`rng_state`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    npst = state["numpy"]
+    np.random.set_state((npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"],
+                         npst["has_gauss"], npst["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+# ---------------------------------------------------------------- writing
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict, keep_previous: bool = True) -> Path:
+    """Write ``state`` to ``path`` atomically; the file it replaces becomes ``<stem>.prev.pt``.
+
+    A crash at any moment leaves either the old or the new file under ``path`` (never a torn
+    one), and the one before it under the ``.prev`` name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if keep_previous and path.exists():
+            prev = previous_of(path)
+            link_tmp = prev.with_name(f".{prev.name}.tmp-{os.getpid()}")
+            try:
+                # a hard link keeps `path` in place while `prev` is swapped in
+                if link_tmp.exists():
+                    link_tmp.unlink()
+                os.link(path, link_tmp)
+                os.replace(link_tmp, prev)
+            except OSError:
+                os.replace(path, prev)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def previous_of(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+# ---------------------------------------------------------------- reading
+def _offer(path: Path) -> str:
+    candidates = [previous_of(path)]
+    if path.name == BEST:
+        candidates.append(path.with_name(LAST))
+    for candidate in candidates:
+        if candidate.is_file() and candidate != path:
+            return f"; the previous checkpoint '{candidate}' may be intact (trainer.resume={candidate})"
+    return ""
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """``torch.load(path, weights_only=True)`` with one clear error for each way it fails."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint '{path}' does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            raise UserError(
+                f"checkpoint '{path}' contains pickled Python objects, which are refused "
+                f"(loaded with weights_only=True because checkpoints may come from others); "
+                f"only tensors, numbers, strings, lists and dicts are accepted"
+            ) from exc
+        raise UserError(f"checkpoint '{path}' is corrupt or truncated ({exc}){_offer(path)}") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise UserError(f"checkpoint '{path}' is corrupt or truncated ({exc}){_offer(path)}") from exc
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint '{path}' holds a {type(state).__name__}, not a checkpoint dict")
+    return state
+
+
+def resolve_checkpoint(ckpt_or_run_dir: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run folder resolved to ``checkpoints/best.pt`` then ``last.pt``."""
+    path = Path(ckpt_or_run_dir)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for folder in (path / CHECKPOINT_DIR, path):
+            for name in (BEST, LAST):
+                if (folder / name).is_file():
+                    return folder / name
+        raise UserError(f"no checkpoint in '{path}' (looked for {CHECKPOINT_DIR}/{BEST} and {CHECKPOINT_DIR}/{LAST})")
+    raise UserError(f"checkpoint or run folder '{path}' does not exist")
+
+
+def find_resume_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint ``trainer.resume=auto`` continues: the run's ``last.pt`` (or its .prev)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    for name in (LAST, PREV):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def model_state(ckpt: dict, prefer_ema: bool = True) -> dict:
+    """The weights to use from a checkpoint: EMA when present (and preferred), else the model."""
+    if prefer_ema and isinstance(ckpt.get("ema"), dict) and "module" in ckpt["ema"]:
+        return ckpt["ema"]["module"]
+    if "model" in ckpt:
+        return ckpt["model"]
+    if "state_dict" in ckpt:
+        return ckpt["state_dict"]
+    if all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return ckpt  # a bare state dict
+    raise UserError("checkpoint holds no model weights (no 'model', 'ema' or 'state_dict' entry)")
+
+
+def load_matching(model: nn.Module, state: dict, source: str = "checkpoint") -> list[str]:
+    """Load the tensors whose names and shapes match; return (and log) the skipped names."""
+    own = model.state_dict()
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+    usable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    skipped = [f"{k} {tuple(state[k].shape)} -> {tuple(own[k].shape)}"
+               for k in state if k in own and k not in usable]
+    missing = [k for k in own if k not in state]
+    model.load_state_dict(usable, strict=False)
+    if not usable:
+        raise UserError(f"{source}: no layer matches this model (is it a checkpoint of another model?)")
+    if skipped:
+        log.warning("%s: %d layers have other shapes and start fresh: %s", source, len(skipped), "; ".join(skipped))
+    if missing:
+        log.warning("%s: %d layers of the model are not in it and start fresh: %s", source, len(missing),
+                    ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+    log.info("%s: loaded %d of %d tensors", source, len(usable), len(own))
+    return skipped
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike, classes: list[str] | None = None) -> list[str]:
+    """Fine-tuning start: ``model.weights=PATH``, skipping layers whose shapes differ.
+
+    A model that knows other formats (Darknet ``.weights``) defines ``load_pretrained(path)``
+    and is asked first; otherwise ``path`` must be one of our checkpoints or a state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model.weights='{path}' does not exist")
+    hook = getattr(model, "load_pretrained", None)
+    if callable(hook):
+        result = hook(path)
+        return list(result) if isinstance(result, (list, tuple)) else []
+    ckpt = load_checkpoint(path)
+    theirs = (ckpt.get("task") or {}).get("classes")
+    if classes is not None and theirs is not None and len(theirs) != len(classes):
+        log.warning("model.weights '%s' was trained for %d classes, the data has %d: the class-dependent "
+                    "layers start fresh", path, len(theirs), len(classes))
+    return load_matching(model, model_state(ckpt), source=str(path))
+
+
+def load_for_inference(ckpt_or_run_dir: str | os.PathLike, device: str | torch.device = "cpu",
+                       dataset_path: str | None = None):
+    """Rebuild ``(task, model, config)`` from a checkpoint or a run folder.
+
+    The task class comes from the registry by ``config["model"]["name"]`` only. Without
+    ``dataset_path`` the class lists stored in the checkpoint stand in for the dataset, so a
+    checkpoint works on a machine that never saw the data. EMA weights are used when present.
+    """
+    from fashionvision.data.converted import ConvertedDataset
+    from fashionvision.tasks import task_class
+
+    path = resolve_checkpoint(ckpt_or_run_dir)
+    ckpt = load_checkpoint(path)
+    config = ckpt.get("config") or {}
+    described = ckpt.get("task") or {}
+    model_cfg = dict(config.get("model") or {})
+    name = model_cfg.get("name") or described.get("model")
+    if not name:
+        raise UserError(f"checkpoint '{path}' does not say which model it holds (no config.model.name)")
+    model_cfg["name"] = name
+    # never fetch or load other weights: the checkpoint's own weights follow
+    model_cfg["weights"] = None
+    if "encoder_weights" in model_cfg:
+        model_cfg["encoder_weights"] = None
+    classes = described.get("classes")
+    if dataset_path is not None:
+        data = ConvertedDataset.open(dataset_path)
+        if classes is not None and len(classes) != len(data.classes):
+            raise UserError(f"checkpoint '{path}' predicts {len(classes)} classes but dataset "
+                            f"'{dataset_path}' has {len(data.classes)}")
+    else:
+        if classes is None:
+            raise UserError(f"checkpoint '{path}' stores no class list; pass a dataset path")
+        data = ConvertedDataset.from_classes(classes, described.get("mask_classes"),
+                                             metadata=described.get("metadata"))
+    task = task_class(name)(model_cfg, data, config.get("augment"), config.get("anchors"))
+    model = task.build_model()
+    try:
+        model.load_state_dict(model_state(ckpt))
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint '{path}' does not fit the model it describes: {exc}") from exc
+    model.to(torch.device(device)).eval()
+    return task, model, config

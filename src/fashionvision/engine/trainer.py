@@ -1,0 +1,432 @@
+"""One small training loop for every model family.
+
+A :class:`~fashionvision.tasks.base.Task` supplies the model, datasets and named losses; the
+:class:`Trainer` sums the losses, steps the optimizer, keeps an EMA, validates, logs and
+checkpoints. Hook points (override in a subclass, or pass plain functions): :meth:`on_step_end`,
+:meth:`on_epoch_end`, :meth:`on_validation_end`.
+
+Progress is never lost: ``checkpoints/last.pt`` after every epoch (and every
+``checkpoint_every_steps`` optimizer steps) holds everything needed to continue exactly where
+the run stopped, mid-epoch included. SIGTERM finishes the step, checkpoints and returns
+status ``"preempted"`` (the CLI exits 143). A non-finite loss skips the step;
+``max_bad_steps`` of them in a row stop the run with a checkpoint of the last good weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fashionvision.engine import distributed as du
+from fashionvision.engine.build import (EpochAware, ResumableSampler, build_loader, resolve_device,
+                                        seed_everything, to_device)
+from fashionvision.engine.checkpoint import (BEST, CHECKPOINT_DIR, LAST, find_resume_checkpoint,
+                                             load_checkpoint, load_pretrained, rng_state,
+                                             save_checkpoint, set_rng_state)
+from fashionvision.engine.config import TrainerConfig, parse_trainer_config, to_dict
+from fashionvision.engine.ema import ModelEMA, unwrap
+from fashionvision.engine.logging import RunLogger, log_predictions, progress
+from fashionvision.engine.schedule import WarmupCosine, build_optimizer
+from fashionvision.errors import UserError
+
+log = logging.getLogger("fashionvision.engine")
+
+#: test hook: comma-separated 1-based training-batch numbers whose loss becomes NaN
+INJECT_NAN_ENV = "FASHIONVISION_INJECT_NAN_AT_STEPS"
+PREEMPTED_EXIT_CODE = 143
+
+
+class TrainingStopped(UserError):
+    """The run cannot go on (too many non-finite losses); a valid checkpoint was written."""
+
+
+class Trainer:
+    """Trains ``task`` with the ``trainer`` config group, writing into ``run_dir``.
+
+    Args:
+        task: the model family (see ``fashionvision.tasks.base.Task``).
+        trainer_cfg: the ``trainer`` group (a plain dict, validated) or a TrainerConfig.
+        run_dir: the run folder (Hydra's run dir from the CLI); shared by every rank.
+        config: the full composed config, stored in checkpoints so that the model can be
+            rebuilt later by name.
+    """
+
+    def __init__(self, task: Any, trainer_cfg: dict | TrainerConfig, run_dir: str | os.PathLike,
+                 config: dict | None = None):
+        self.task = task
+        self.cfg = parse_trainer_config(trainer_cfg)
+        self.run_dir = Path(run_dir)
+        self.config = dict(config or {})
+        self.dist = du.env_info()
+        self.device = resolve_device(self.cfg.device, self.dist.local_rank)
+        self.cuda = self.device.type == "cuda"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.amp)
+        self.amp = self.amp_dtype is not None and self.cuda  # CPU autocast is slower than fp32
+        self.channels_last = self.cfg.channels_last and self.cuda
+        self.status = "created"
+        self.metrics: dict[str, float] = {}
+        self.inject_nan = {int(x) for x in os.environ.get(INJECT_NAN_ENV, "").split(",") if x.strip()}
+        self._stop_signal = False
+
+    # ------------------------------------------------------------------ hook points
+    def on_step_end(self, step: int, losses: dict[str, float]) -> None:
+        """Called on every rank after each optimizer step."""
+
+    def on_epoch_end(self, epoch: int, train_losses: dict[str, float]) -> None:
+        """Called on every rank after each epoch (before validation)."""
+
+    def on_validation_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Called on every rank with the validation metrics (computed on rank 0)."""
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        cfg, task = self.cfg, self.task
+        if self.cuda:
+            torch.cuda.set_device(self.device)
+        du.init_distributed(self.device)
+        if cfg.deterministic and self.cuda:
+            # CPU kernels are deterministic already (and this call imports torch._dynamo: seconds)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = self.cuda and not cfg.deterministic
+        seed_everything(cfg.seed)
+        if self.dist.is_main:
+            (self.run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        du.barrier()
+
+        limit = cfg.limit_images
+        self.train_set = EpochAware(task.build_dataset("train", train=True, limit=limit, cache=cfg.cache_images))
+        self.val_set = task.build_dataset("val", train=False, limit=limit, cache=cfg.cache_images)
+        if len(self.train_set) == 0:
+            raise UserError("the training split is empty")
+        per_step = cfg.batch_size * self.dist.world_size
+        self.sampler = ResumableSampler(self.train_set, self.dist.world_size, self.dist.rank, shuffle=True,
+                                        seed=cfg.seed, drop_last=len(self.train_set) >= per_step)
+        self.train_loader = build_loader(self.train_set, cfg.batch_size, cfg.workers, task.collate,
+                                         sampler=self.sampler, drop_last=len(self.train_set) >= per_step,
+                                         pin_memory=self.cuda, seed=cfg.seed)
+        self.val_loader = build_loader(self.val_set, cfg.batch_size, cfg.workers if len(self.val_set) else 0,
+                                       task.collate, pin_memory=self.cuda, seed=cfg.seed)
+        self.batches_per_epoch = len(self.train_loader)
+        self.steps_per_epoch = max(self.batches_per_epoch // cfg.accumulate, 1)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+
+        model = task.build_model()
+        resume_path = self._resume_path()
+        weights = task.model_cfg.get("weights")
+        if weights and resume_path is None:
+            load_pretrained(model, weights, classes=list(task.class_names))
+        if self.dist.enabled and cfg.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if self.cuda:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.model = model
+        self.optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+        self.schedule = WarmupCosine(self.optimizer, cfg.warmup_epochs * self.steps_per_epoch, cfg.min_lr_ratio)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
+        self.ema = ModelEMA(model, cfg.ema_decay) if cfg.ema else None
+
+        self.epoch, self.batch_in_epoch, self.step, self.batches_seen = 0, 0, 0, 0
+        self.train_seconds, self.skipped_steps = 0.0, 0
+        self.best_metric, self.best_epoch, self.epochs_without_gain = -math.inf, -1, 0
+        resume_state = self._load_resume(resume_path) if resume_path is not None else None
+
+        self.train_model: nn.Module = model
+        if self.dist.enabled:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.cuda else None)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main)
+        if resume_state is not None:  # last, so that nothing above consumes the restored RNG
+            set_rng_state(resume_state["rng"])
+
+    def _resume_path(self) -> Path | None:
+        resume = self.cfg.resume
+        if not resume:
+            return None
+        if str(resume) == "auto":
+            path = find_resume_checkpoint(self.run_dir)
+            if path is None:
+                log.info("trainer.resume=auto: no checkpoint in %s yet, starting fresh", self.run_dir)
+            return path
+        return Path(resume)
+
+    def _load_resume(self, path: Path) -> dict:
+        state = load_checkpoint(path, map_location=self.device)
+        theirs = (state.get("task") or {}).get("classes")
+        ours = list(self.task.class_names)
+        if theirs is not None and list(theirs) != ours:
+            raise UserError(f"cannot resume from '{path}': it was trained on {len(theirs)} classes, the data "
+                            f"has {len(ours)}{'' if len(theirs) != len(ours) else ' (other names)'}; "
+                            f"use model.weights={path} to fine-tune instead")
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        for key in ("epoch", "batch_in_epoch", "step", "batches_seen", "skipped_steps",
+                    "epochs_without_gain", "best_epoch"):
+            setattr(self, key, int(state.get(key, 0)))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.best_metric = float(state.get("best_metric", -math.inf))
+        self.metrics = dict(state.get("metrics") or {})
+        log.info("resumed from %s: epoch %d, batch %d, step %d", path, self.epoch, self.batch_in_epoch, self.step)
+        return state
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict:
+        return {
+            "version": 1,
+            "model": unwrap(self.model).state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
+            "batches_seen": self.batches_seen, "train_seconds": self.train_seconds,
+            "skipped_steps": self.skipped_steps, "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch, "epochs_without_gain": self.epochs_without_gain,
+            "world_size": self.dist.world_size,
+            "rng": rng_state(),
+            "metrics": dict(self.metrics),
+            "config": self.config,
+            "trainer": to_dict(self.cfg),
+            "task": self.task.describe(),
+        }
+
+    def save(self, best: bool = False) -> None:
+        """Write ``last.pt`` (and ``best.pt``) on rank 0; every rank waits for it."""
+        if self.dist.is_main:
+            state = self._state()
+            folder = self.run_dir / CHECKPOINT_DIR
+            save_checkpoint(folder / LAST, state)
+            if best:
+                save_checkpoint(folder / BEST, state, keep_previous=False)
+        du.barrier()
+
+    # ------------------------------------------------------------------ the loop
+    def _progress(self) -> float:
+        if self.cfg.max_seconds is not None:
+            return self.train_seconds / self.cfg.max_seconds
+        return self.step / max(self.total_steps, 1)
+
+    def _time_up(self) -> bool:
+        return self.cfg.max_seconds is not None and self.train_seconds >= self.cfg.max_seconds
+
+    def _sync_stop(self) -> bool:
+        """Update the elapsed time and agree on every rank whether to stop (SIGTERM or budget).
+
+        Ranks take the maximum of each other's clocks and signals, so they all leave the loop
+        at the same step.
+        """
+        self.train_seconds = self._seconds_before + time.perf_counter() - self._fit_started
+        signal_flag, self.train_seconds = du.all_reduce_max([float(self._stop_signal), self.train_seconds],
+                                                            self.device)
+        self._stop_signal = bool(signal_flag)
+        return self._stop_signal or self._time_up()
+
+    def train_one_epoch(self) -> dict[str, float]:
+        """One pass over the training split (or what is left of it after a resume)."""
+        cfg, task = self.cfg, self.task
+        self.train_model.train()
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.skip = self.batch_in_epoch * cfg.batch_size
+        self.train_set.set_epoch(self.epoch)
+        self.train_loader.generator.manual_seed(cfg.seed * 1_000_003 + self.epoch)
+        sums: dict[str, float] = {}
+        counted, images, accumulated, bad_in_row = 0, 0, 0, 0
+        started = time.perf_counter()
+        bar = progress(self.train_loader, total=len(self.train_loader), desc=f"epoch {self.epoch + 1}",
+                       enabled=self.dist.is_main)
+        for batch in bar:
+            self.batch_in_epoch += 1
+            self.batches_seen += 1
+            batch = to_device(batch, self.device, self.channels_last)
+            if cfg.gpu_augment and self.cuda:
+                batch = task.gpu_augment(batch)
+            final_micro = accumulated + 1 >= cfg.accumulate or self.batch_in_epoch == self.batches_per_epoch
+            sync = self.train_model.no_sync if (self.dist.enabled and not final_micro) else contextlib.nullcontext
+            with sync():
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
+                    losses = task.compute_losses(self.train_model, batch)
+                total = sum(losses.values())
+                if self.batches_seen in self.inject_nan:
+                    total = total * float("nan")
+                finite = du.all_true(bool(torch.isfinite(total.detach()).item()), self.device)
+                if finite:
+                    self.scaler.scale(total / cfg.accumulate).backward()
+            images += int(batch["images"].shape[0])
+            if finite:
+                bad_in_row = 0
+                accumulated += 1
+                for name, value in losses.items():
+                    sums[name] = sums.get(name, 0.0) + float(value.detach())
+                sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
+                counted += 1
+                if not final_micro:
+                    continue
+                lr = self.schedule.update(self._progress(), self.step)
+                self.scaler.unscale_(self.optimizer)
+                if cfg.grad_clip:
+                    norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    # fp16 overflow is the scaler's business; otherwise a non-finite gradient is a bad step
+                    finite = self.scaler.is_enabled() or bool(torch.isfinite(norm).item())
+            if not finite:
+                bad_in_row += 1
+                self.skipped_steps += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                accumulated = 0
+                log.warning("non-finite loss or gradient at epoch %d batch %d (%d in a row, %d in all): skipped",
+                            self.epoch + 1, self.batch_in_epoch, bad_in_row, self.skipped_steps)
+                self.logger.scalars("train", {"skipped_steps": self.skipped_steps}, self.step)
+                if bad_in_row >= cfg.max_bad_steps:
+                    self.save()
+                    raise TrainingStopped(
+                        f"stopped after {bad_in_row} non-finite losses in a row (trainer.max_bad_steps="
+                        f"{cfg.max_bad_steps}) at epoch {self.epoch + 1}, step {self.step}; the last good "
+                        f"weights are in {self.run_dir / CHECKPOINT_DIR / LAST}. Try a lower trainer.lr, "
+                        f"trainer.amp=bf16 instead of fp16, or check the data")
+                continue
+            self.scaler.step(self.optimizer)  # skips the update itself when fp16 gradients overflowed
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            accumulated = 0
+            if self.ema is not None:
+                self.ema.update(self.model)
+            self.step += 1
+            stop = self._sync_stop()
+            speed = images * self.dist.world_size / max(time.perf_counter() - started, 1e-9)
+            current = {k: v / max(counted, 1) for k, v in sums.items()}
+            bar.set_postfix(loss=f"{current.get('loss', float('nan')):.4g}", lr=f"{lr:.3g}", img_s=f"{speed:.0f}",
+                            refresh=False)
+            if self.step % cfg.log_every_steps == 0:
+                self.logger.scalars("train", {**{k: float(v.detach()) for k, v in losses.items()},
+                                              "loss": float(total.detach()), "lr": lr, "img_per_s": speed},
+                                    self.step)
+            self.on_step_end(self.step, current)
+            if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0:
+                self.save()
+            if stop:
+                break
+        bar.close()
+        means = {k: v / max(counted, 1) for k, v in sums.items()}
+        means = du.all_reduce_mean(means, self.device)
+        means["img_per_s"] = images * self.dist.world_size / max(time.perf_counter() - started, 1e-9)
+        return means
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Metrics of the EMA (or the model) on the validation split, computed on rank 0."""
+        metrics: dict[str, float] | None = None
+        if self.dist.is_main:
+            model = self.ema.module if self.ema is not None else unwrap(self.model)
+            was_training = model.training
+            model.eval()
+            # no autocast here: box decoding and metrics need float32; a task may autocast its forward
+            metrics = {k: float(v) for k, v in self.task.evaluate(model, self.val_loader, self.device).items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            log_predictions(self.logger, self.task, model, self.val_loader, self.device,
+                            self.cfg.log_images, self.step)
+            model.train(was_training)
+            if self.task.primary_metric not in metrics:
+                raise UserError(f"task '{self.task.name}' returned no '{self.task.primary_metric}' metric "
+                                f"(got {sorted(metrics)})")
+        return du.broadcast_object(metrics)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        log.warning("SIGTERM received: finishing the step, then writing a checkpoint")
+        self._stop_signal = True
+
+    def fit(self) -> dict[str, float]:
+        """Train until the epochs or the time budget are spent; returns the final metrics.
+
+        ``self.status`` says how it ended: completed, time_budget, early_stopped or preempted.
+        With ``max_time`` the budget alone ends the run (``epochs`` is ignored).
+        """
+        self._setup()
+        cfg = self.cfg
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _in_main_thread() else None
+        self._seconds_before, self._fit_started = self.train_seconds, time.perf_counter()
+        try:
+            self.status = "running"
+            while (cfg.max_seconds is not None or self.epoch < cfg.epochs) and not self._sync_stop():
+                train_losses = self.train_one_epoch()
+                if self._stop_signal:  # preempted: save where we are, validate after the restart
+                    self.save()
+                    self.status = "preempted"
+                    return self.metrics
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                self.logger.scalars("train_epoch", train_losses, self.epoch)
+                self.on_epoch_end(self.epoch, train_losses)
+                last_epoch = cfg.max_seconds is None and self.epoch >= cfg.epochs
+                improved = False
+                if self.epoch % cfg.val_every == 0 or last_epoch or self._time_up():
+                    self.metrics = self.validate()
+                    self.logger.scalars("val", self.metrics, self.epoch)
+                    value = self.metrics[self.task.primary_metric]
+                    improved = value > self.best_metric
+                    if improved:
+                        self.best_metric, self.best_epoch, self.epochs_without_gain = value, self.epoch, 0
+                    else:
+                        self.epochs_without_gain += 1
+                    self.on_validation_end(self.epoch, self.metrics)
+                    log.info("epoch %d: loss %.4g, %s %.4f (best %.4f at epoch %d), %.0f img/s",
+                             self.epoch, train_losses.get("loss", float("nan")), self.task.primary_metric,
+                             value, self.best_metric, self.best_epoch, train_losses["img_per_s"])
+                else:
+                    log.info("epoch %d: loss %.4g, %.0f img/s", self.epoch,
+                             train_losses.get("loss", float("nan")), train_losses["img_per_s"])
+                self.save(best=improved)
+                self.logger.flush()
+                if cfg.early_stop_patience and self.epochs_without_gain >= cfg.early_stop_patience:
+                    log.info("early stop: no gain in %s for %d validations", self.task.primary_metric,
+                             self.epochs_without_gain)
+                    self.status = "early_stopped"
+                    break
+            else:
+                if self._stop_signal:
+                    self.save()
+                    self.status = "preempted"
+                    return self.metrics
+                self.status = "time_budget" if self._time_up() else "completed"
+            self._write_metrics()
+            return self.metrics
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            self.logger.close()
+
+    def _write_metrics(self) -> None:
+        if not self.dist.is_main:
+            return
+        summary = {"status": self.status, "epochs": self.epoch, "steps": self.step,
+                   "train_seconds": round(self.train_seconds, 3), "skipped_steps": self.skipped_steps,
+                   "primary_metric": self.task.primary_metric, "best": self.best_metric,
+                   "best_epoch": self.best_epoch, "final": self.metrics}
+        tmp = self.run_dir / ".metrics.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
+        os.replace(tmp, self.run_dir / "metrics.json")
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,257 @@
+"""ONNX export of a trained model, and running the exported file like a PyTorch model.
+
+Only the network goes into the graph. Decoding, NMS and mapping back to original pixels stay
+in the task's Python code, which runs unchanged on the ONNX outputs: :class:`OnnxModel` is an
+``nn.Module`` that returns the same structure as the PyTorch model (YOLOv3's three raw maps, the
+U-Net's logits). So the parity of the raw outputs (checked at export, ``max |diff| <= atol``,
+1e-4 by default for fp32) is all that separates an ONNX prediction from a PyTorch one.
+
+Everything needed to rebuild the task without the checkpoint is stored in the file's
+``metadata_props``: the model config (image size, anchors, thresholds), the class lists, the
+task name, and the model's small top-level buffers and attributes that decoding reads (e.g.
+YOLOv3's ``anchors`` buffer and ``strides``).
+
+The graph's input is exactly what the task feeds the model (captured by running the task's own
+``predict`` once), with dynamic batch, height and width axes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fashionvision.errors import UserError
+from fashionvision.predict import Predictor, prepare_images
+from fashionvision.tasks.base import Task
+
+log = logging.getLogger("fashionvision")
+
+META_KEY = "fashionvision"
+DEFAULT_OPSET = 17
+DEFAULT_ATOL = 1e-4
+#: top-level buffers up to this many elements are copied into the metadata (anchors, strides)
+MAX_BUFFER_NUMEL = 4096
+_PLAIN = (bool, int, float, str)
+
+
+class _Recorder(nn.Module):
+    """Wraps a model and records the inputs of its last call (to learn what the task feeds it)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.inner = model
+        self.args: tuple = ()
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs:
+            raise UserError(f"cannot export: the task calls the model with keyword arguments {sorted(kwargs)}")
+        self.args = args
+        return self.inner(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.inner, name)
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return False
+
+
+def model_attributes(model: nn.Module) -> tuple[dict, dict]:
+    """Small top-level buffers and plain attributes that decoding may read from the model."""
+    buffers = {name: {"data": buf.detach().cpu().tolist(), "dtype": str(buf.dtype).removeprefix("torch.")}
+               for name, buf in model.named_buffers(recurse=False) if buf.numel() <= MAX_BUFFER_NUMEL}
+    attributes: dict[str, Any] = {}
+    for source in (vars(type(model)), vars(model)):
+        for name, value in source.items():
+            if not name.startswith("_") and name != "training" and _plain(value):
+                attributes[name] = list(value) if isinstance(value, tuple) else value
+    return buffers, attributes
+
+
+def example_input(task: Task, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """A synthetic uint8 batch, its metas, and nothing else: export needs shapes, not photos."""
+    size = int(task.model_cfg.get("image_size", 416))
+    generator = np.random.default_rng(0)
+    # 4:3 portrait, like most fashion photos; the U-Net keeps it, the detector letterboxes it
+    images = [generator.integers(0, 256, (size, size * 3 // 4, 3), dtype=np.uint8) for _ in range(batch)]
+    uint8, metas = prepare_images(task, images)
+    return uint8, uint8, metas
+
+
+def capture_model_input(task: Task, model: nn.Module, images: torch.Tensor, metas: list[dict]) -> tuple:
+    """The positional arguments the task's ``predict`` passes to the model for this batch."""
+    recorder = _Recorder(model)
+    with torch.no_grad():
+        task.predict(recorder, images, metas)
+    if not recorder.args:
+        raise UserError("cannot export: the task's predict never called the model")
+    return tuple(a.detach() for a in recorder.args)
+
+
+def _flatten(outputs: Any) -> tuple[list[torch.Tensor], str]:
+    if isinstance(outputs, torch.Tensor):
+        return [outputs], "tensor"
+    if isinstance(outputs, (list, tuple)) and all(isinstance(o, torch.Tensor) for o in outputs):
+        return list(outputs), type(outputs).__name__
+    raise UserError(f"cannot export: the model returns {type(outputs).__name__}, "
+                    "expected a tensor or a list/tuple of tensors")
+
+
+def export_onnx(predictor: Predictor, output: str | Path, opset: int = DEFAULT_OPSET,
+                atol: float = DEFAULT_ATOL, check: bool = True) -> dict:
+    """Export ``predictor``'s network to ``output`` and (with ``check``) verify it with onnxruntime.
+
+    Returns a report: the file, opset, input/output shapes, and for the check the maximum
+    absolute difference of the raw outputs at batch 1 and batch 2 (dynamic batch) and the
+    tolerance. Raises :class:`UserError` when the difference exceeds ``atol``.
+    """
+    import onnx
+
+    task, model = predictor.task, predictor.model.eval()
+    if not isinstance(model, nn.Module) or isinstance(model, OnnxModel):
+        raise UserError("only a PyTorch checkpoint can be exported (this model is already ONNX)")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    device = next(iter(model.parameters())).device
+    _, images, metas = example_input(task, batch=1)
+    (x,) = capture_model_input(task, model, images.to(device), metas)
+    with torch.no_grad():
+        reference, structure = _flatten(model(x))
+    output_names = [f"output{i}" for i in range(len(reference))]
+    spatial = {0: "batch", 2: "height", 3: "width"}
+    dynamic_axes = {"images": spatial, **{n: {0: "batch"} for n in output_names}}
+    for name, ref in zip(output_names, reference):
+        if ref.dim() == 4:
+            dynamic_axes[name] = {0: "batch", 2: f"{name}_height", 3: f"{name}_width"}
+    with torch.no_grad():
+        torch.onnx.export(model, (x,), str(output), opset_version=int(opset), input_names=["images"],
+                          output_names=output_names, dynamic_axes=dynamic_axes, dynamo=False)
+    buffers, attributes = model_attributes(model)
+    meta = {
+        "format": 1,
+        "task": task.describe(),
+        "config": {k: predictor.config.get(k) for k in ("model", "augment", "anchors")},
+        "model_cfg": task.model_cfg,
+        "input": {"dtype": str(x.dtype).removeprefix("torch."), "example_shape": list(x.shape)},
+        "outputs": {"structure": structure, "names": output_names},
+        "buffers": buffers,
+        "attributes": attributes,
+        "source": predictor.source,
+    }
+    proto = onnx.load(str(output))
+    for key, value in {META_KEY: json.dumps(meta), "task_name": task.name,
+                       "class_names": json.dumps(task.class_names),
+                       "image_size": str(task.model_cfg.get("image_size"))}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(output))
+    report = {"file": str(output), "opset": int(opset), "task": task.name, "input_shape": list(x.shape),
+              "output_shapes": [list(r.shape) for r in reference], "bytes": output.stat().st_size}
+    if check:
+        report.update(check_parity(model, output, x, atol))
+    return report
+
+
+def check_parity(model: nn.Module, onnx_path: str | Path, x: torch.Tensor, atol: float = DEFAULT_ATOL) -> dict:
+    """Max |PyTorch - onnxruntime| of the raw outputs at batch 1 and batch 2; error above ``atol``."""
+    session = _session(onnx_path, "cpu")
+    diffs = {}
+    for batch in (1, 2):
+        xb = torch.cat([x, x.flip(-1)])[:batch] if batch == 2 else x  # two different images
+        with torch.no_grad():
+            expected, _ = _flatten(model(xb))
+        got = session.run(None, {"images": xb.detach().cpu().numpy()})
+        diffs[f"max_abs_diff_batch{batch}"] = max(
+            float(np.max(np.abs(e.detach().float().cpu().numpy() - g))) for e, g in zip(expected, got))
+    worst = max(diffs.values())
+    result = {**diffs, "atol": atol, "parity_ok": worst <= atol}
+    if worst > atol:
+        raise UserError(f"ONNX export of '{onnx_path}' differs from PyTorch by {worst:.3g} (> atol {atol}); "
+                        "the exported file is not trustworthy")
+    return result
+
+
+def _session(path: str | Path, device: str):
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        raise UserError(f"'{path}' is not a usable ONNX model ({exc})") from exc
+
+
+class OnnxModel(nn.Module):
+    """An onnxruntime session behind the PyTorch model's interface (same input, same outputs).
+
+    Top-level buffers and attributes of the original model (e.g. YOLOv3's ``anchors``) are
+    restored from the metadata so that the task's decoding code finds them.
+    """
+
+    def __init__(self, session: Any, meta: dict):
+        super().__init__()
+        self.session = session
+        # tasks find the model's device through its first parameter; onnxruntime runs on the CPU
+        self.device_anchor = nn.Parameter(torch.zeros(1), requires_grad=False)
+        self.structure = meta["outputs"]["structure"]
+        self.input_dtype = getattr(torch, meta["input"]["dtype"])
+        for name, value in meta.get("attributes", {}).items():
+            if not hasattr(nn.Module, name):  # never shadow nn.Module's own members
+                setattr(self, name, value)
+        for name, buf in meta.get("buffers", {}).items():
+            self.register_buffer(name, torch.tensor(buf["data"], dtype=getattr(torch, buf["dtype"])))
+
+    def forward(self, x: torch.Tensor) -> Any:
+        array = x.detach().to(self.input_dtype).cpu().numpy()
+        outputs = [torch.from_numpy(o).to(x.device) for o in self.session.run(None, {"images": array})]
+        if self.structure == "tensor":
+            return outputs[0]
+        return tuple(outputs) if self.structure == "tuple" else outputs
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The export metadata of an ``.onnx`` file; clear error when it is not one of ours."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf decode errors have no common base class
+        raise UserError(f"'{path}' is not a readable ONNX file ({exc})") from exc
+    props = {p.key: p.value for p in proto.metadata_props}
+    if META_KEY not in props:
+        raise UserError(f"'{path}' was not exported by fashion-export (no '{META_KEY}' metadata); "
+                        "its classes and decoding are unknown")
+    return json.loads(props[META_KEY])
+
+
+def load_onnx(path: str | Path, device: str = "cpu") -> tuple[Task, OnnxModel, dict]:
+    """Rebuild ``(task, model, config)`` from an exported file, without the checkpoint."""
+    from fashionvision.data.converted import ConvertedDataset
+    from fashionvision.tasks import task_class
+
+    meta = read_metadata(path)
+    described, config = meta["task"], meta.get("config") or {}
+    model_cfg = dict(meta["model_cfg"])
+    data = ConvertedDataset.from_classes(described["classes"], described.get("mask_classes"),
+                                         metadata=described.get("metadata"))
+    task = task_class(model_cfg["name"])(model_cfg, data, config.get("augment"), config.get("anchors"))
+    model = OnnxModel(_session(path, device), meta).eval()
+    return task, model, config

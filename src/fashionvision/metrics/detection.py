@@ -1,0 +1,224 @@
+"""COCO-standard detection metrics (pycocotools) and the report ``fashion-eval`` writes.
+
+Coordinates: ground truth comes from the annotation format's inclusive integer boxes, so a
+box ``x1..x2`` covers ``x2 - x1 + 1`` pixels and becomes COCO ``[x1, y1, x2 - x1 + 1, ...]``.
+Predictions are continuous boxes in original image pixels (``[x, y, x2 - x, y2 - y]``).
+Category ids are the 0-based class indices of ``classes.txt``; image ids are the caller's.
+
+Besides the COCOeval summary (mAP@[.5:.95], mAP@.5, mAP@.75, AR@100) the report holds a
+per-class table (instances, AP50, AP), precision and recall at the operating point (score
+>= ``conf``, greedy same-class matching at IoU >= 0.5) and a confusion matrix at the same point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from fashionvision.annotations import atomic_write_text
+
+
+def gt_to_coco(images: Sequence[dict], class_names: Sequence[str]) -> dict:
+    """COCO ground truth from ``{"id", "height", "width", "boxes": int [N, 5] x1,y1,x2,y2,cls}``."""
+    coco_images, annotations = [], []
+    for img in images:
+        coco_images.append({"id": int(img["id"]), "height": int(img["height"]), "width": int(img["width"])})
+        for x1, y1, x2, y2, c in np.asarray(img["boxes"]).reshape(-1, 5).tolist():
+            w, h = x2 - x1 + 1, y2 - y1 + 1
+            annotations.append({"id": len(annotations) + 1, "image_id": int(img["id"]), "category_id": int(c),
+                                "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": 0})
+    categories = [{"id": i, "name": n} for i, n in enumerate(class_names)]
+    return {"info": {}, "licenses": [], "images": coco_images, "annotations": annotations,
+            "categories": categories}
+
+
+def predictions_to_coco(image_id: int, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """COCO results entries for one image (boxes xyxy in original pixels)."""
+    out = []
+    for (x1, y1, x2, y2), s, c in zip(np.asarray(boxes, dtype=float).reshape(-1, 4).tolist(),
+                                      np.asarray(scores, dtype=float).tolist(),
+                                      np.asarray(labels).astype(int).tolist()):
+        out.append({"image_id": int(image_id), "category_id": int(c),
+                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                    "score": round(s, 5)})
+    return out
+
+
+def run_cocoeval(gt: dict, results: list[dict]):
+    """A finished ``COCOeval`` (bbox) or None when there are no predictions; output silenced."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not results or not gt["annotations"]:
+        return None
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = json.loads(json.dumps(gt))
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(results)
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of xywh boxes ``[N, 4]`` and ``[M, 4]`` -> ``[N, M]``."""
+    from pycocotools import mask as mask_utils
+
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    return mask_utils.iou(a.tolist(), b.tolist(), [0] * len(b))
+
+
+def match_operating_point(gt: dict, results: list[dict], conf: float, iou: float = 0.5
+                          ) -> tuple[dict, np.ndarray]:
+    """Precision/recall at score >= ``conf`` and the ``(C+1) x (C+1)`` confusion matrix.
+
+    Precision/recall: per image and class, detections (best score first) greedily take the
+    unmatched ground truth of their class with the highest IoU >= ``iou``. Confusion matrix
+    (rows = true class, columns = predicted, last = background): each detection is matched
+    to any unmatched ground truth by IoU regardless of class, best IoU first.
+    """
+    nc = len(gt["categories"])
+    by_img_gt: dict[int, list] = {}
+    for a in gt["annotations"]:
+        by_img_gt.setdefault(a["image_id"], []).append(a)
+    by_img_dt: dict[int, list] = {}
+    for r in results:
+        if r["score"] >= conf:
+            by_img_dt.setdefault(r["image_id"], []).append(r)
+    tp = fp = 0
+    n_gt = len(gt["annotations"])
+    cm = np.zeros((nc + 1, nc + 1), dtype=np.int64)
+    for img in gt["images"]:
+        g = by_img_gt.get(img["id"], [])
+        d = sorted(by_img_dt.get(img["id"], []), key=lambda r: -r["score"])
+        gb = np.array([a["bbox"] for a in g], dtype=float).reshape(-1, 4)
+        gc = np.array([a["category_id"] for a in g], dtype=int)
+        db = np.array([r["bbox"] for r in d], dtype=float).reshape(-1, 4)
+        dc = np.array([r["category_id"] for r in d], dtype=int)
+        ious = _iou(db, gb)
+        taken = np.zeros(len(g), dtype=bool)
+        for i in range(len(d)):
+            cand = np.where((gc == dc[i]) & ~taken & (ious[i] >= iou))[0] if len(g) else []
+            if len(cand):
+                taken[cand[np.argmax(ious[i, cand])]] = True
+                tp += 1
+            else:
+                fp += 1
+        # confusion matrix: class-agnostic one-to-one matching, best pairs first
+        pairs = np.argwhere(ious >= iou)
+        d_used, g_used = np.zeros(len(d), bool), np.zeros(len(g), bool)
+        for di, gi in sorted(pairs.tolist(), key=lambda p: -ious[p[0], p[1]]):
+            if not d_used[di] and not g_used[gi]:
+                d_used[di] = g_used[gi] = True
+                cm[gc[gi], dc[di]] += 1
+        for gi in np.where(~g_used)[0]:
+            cm[gc[gi], nc] += 1
+        for di in np.where(~d_used)[0]:
+            cm[nc, dc[di]] += 1
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / n_gt if n_gt else 0.0
+    return {"precision": precision, "recall": recall, "tp": tp, "fp": fp, "num_gt": n_gt}, cm
+
+
+def summarize(gt: dict, results: list[dict], class_names: Sequence[str], ev=None) -> dict:
+    """The metrics dict: COCO summary plus the per-class table (an empty run gives zeros)."""
+    ev = ev if ev is not None else run_cocoeval(gt, results)
+    counts = np.bincount([a["category_id"] for a in gt["annotations"]], minlength=len(class_names))
+    names = ("map", "map50", "map75", "map_small", "map_medium", "map_large",
+             "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large")
+    stats = [0.0] * len(names) if ev is None else [max(0.0, float(s)) for s in ev.stats]
+    metrics = dict(zip(names, stats))
+    per_class = []
+    for k, name in enumerate(class_names):
+        ap50 = ap = 0.0
+        if ev is not None and k in ev.params.catIds:
+            ki = ev.params.catIds.index(k)
+            p = ev.eval["precision"][:, :, ki, 0, -1]  # [T, R] at area all, maxDets 100
+            ap = float(p[p > -1].mean()) if (p > -1).any() else 0.0
+            p50 = p[0]
+            ap50 = float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0
+        per_class.append({"class": name, "instances": int(counts[k]), "ap50": ap50, "ap": ap})
+    metrics["per_class"] = per_class
+    return metrics
+
+
+def plot_pr_curve(ev, class_names: Sequence[str], path: Path) -> None:
+    """Mean precision-recall curve at IoU 0.5 (and the 5 most frequent classes, thin)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    recall = np.linspace(0, 1, 101)
+    if ev is not None:
+        p = ev.eval["precision"][0, :, :, 0, -1]  # [R, K]
+        valid = (p > -1).any(0)
+        for k in np.where(valid)[0][:5]:
+            ax.plot(recall, np.clip(p[:, k], 0, 1), lw=0.8, alpha=0.6,
+                    label=str(class_names[ev.params.catIds[k]]))
+        if valid.any():
+            mean = np.where(p[:, valid] > -1, p[:, valid], 0).mean(1)
+            ax.plot(recall, mean, lw=2.5, color="k", label=f"all classes (AP50 {mean.mean():.3f})")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01), title="PR curve, IoU 0.5")
+    ax.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: Path) -> None:
+    """Row-normalised confusion matrix (last row/column = background)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(class_names) + ["background"]
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = max(6, 0.18 * len(names))
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(names)), names, fontsize=6)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (row-normalised)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(output_dir: str | Path, gt: dict, results: list[dict], class_names: Sequence[str],
+                 conf: float, iou: float = 0.5, extra: dict | None = None) -> dict:
+    """Compute everything and write ``metrics.json``, ``predictions.json`` and the two PNGs."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ev = run_cocoeval(gt, results)
+    metrics = summarize(gt, results, class_names, ev)
+    op, cm = match_operating_point(gt, results, conf, iou)
+    metrics["operating_point"] = {"conf": conf, "iou": iou, **op}
+    metrics["precision"], metrics["recall"] = op["precision"], op["recall"]
+    metrics["num_images"] = len(gt["images"])
+    metrics["num_predictions"] = len(results)
+    metrics.update(extra or {})
+    atomic_write_text(out / "predictions.json", json.dumps(results))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    plot_pr_curve(ev, class_names, out / "pr_curve.png")
+    plot_confusion_matrix(cm, class_names, out / "confusion_matrix.png")
+    return metrics
+
+
+def format_table(metrics: dict) -> Iterable[str]:
+    """Printable per-class table lines."""
+    yield f"{'class':24s} {'inst':>6s} {'AP50':>7s} {'AP':>7s}"
+    for row in metrics.get("per_class", []):
+        if row["instances"]:
+            yield f"{row['class'][:24]:24s} {row['instances']:6d} {row['ap50']:7.3f} {row['ap']:7.3f}"

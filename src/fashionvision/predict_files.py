@@ -1,0 +1,238 @@
+"""``fashion-predict``'s work: images, folders, globs and videos in; pictures and JSON out.
+
+For every input image it writes an annotated picture (boxes with class and score, or a
+coloured mask with a legend) and a JSON file: the detector's items are ``class``, ``score``
+and ``box``; the segmenter's are per-class pixel areas, mean probabilities and simplified
+polygons (``cv2.findContours`` + ``cv2.approxPolyDP``). Unreadable files are reported with
+their reason and skipped; the run goes on and ends with a count of both.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from fashionvision.annotations import atomic_write_text
+from fashionvision.data.image_io import IMAGE_SUFFIXES, ImageReadError, list_images, read_image, write_image
+from fashionvision.errors import UserError
+from fashionvision.predict import Predictor
+
+log = logging.getLogger("fashionvision")
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+#: polygons smaller than this many pixels are left out of the JSON (speckles)
+MIN_POLYGON_AREA = 16.0
+
+
+def detection_items(prediction: dict, class_names: list[str]) -> list[dict]:
+    """The detector's boxes as JSON-able items, best score first."""
+    boxes = np.asarray(prediction["boxes"], dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(prediction["scores"], dtype=np.float64).reshape(-1)
+    labels = np.asarray(prediction["labels"]).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    return [
+        {
+            "class": class_names[int(labels[i])],
+            "class_id": int(labels[i]),
+            "score": round(float(scores[i]), 4),
+            "box": [round(float(v), 1) for v in boxes[i]],
+        }
+        for i in order
+    ]
+
+
+def mask_polygons(binary: np.ndarray, min_area: float = MIN_POLYGON_AREA) -> list[list[list[int]]]:
+    """Outer contours of a binary mask as simplified ``[[x, y], ...]`` polygons."""
+    contours, _ = cv2.findContours(binary.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polygons = []
+    for contour in contours:
+        if cv2.contourArea(contour) < min_area:
+            continue
+        # tolerance grows with the outline's length: ~0.5 % keeps shapes, drops staircase points
+        epsilon = max(1.0, 0.005 * cv2.arcLength(contour, True))
+        simplified = cv2.approxPolyDP(contour, epsilon, True).reshape(-1, 2)
+        if len(simplified) >= 3:
+            polygons.append(simplified.astype(int).tolist())
+    return polygons
+
+
+def segmentation_items(prediction: dict, class_names: list[str], background: int = 0,
+                       polygons: bool = True) -> list[dict]:
+    """The segmenter's classes present (background excluded), largest area first."""
+    mask = np.asarray(prediction["mask"])
+    probs = prediction.get("probs")
+    total = float(mask.size)
+    counts = np.bincount(mask.ravel().astype(np.int64), minlength=len(class_names))
+    items = []
+    for cls in np.argsort(-counts, kind="stable"):
+        cls = int(cls)
+        if counts[cls] == 0 or cls == background or cls >= len(class_names):
+            continue
+        binary = mask == cls
+        item = {
+            "class": class_names[cls],
+            "class_id": cls,
+            "pixels": int(counts[cls]),
+            "fraction": round(counts[cls] / total, 5),
+            "score": round(float(np.asarray(probs)[cls][binary].mean()), 4) if probs is not None else None,
+        }
+        if polygons:
+            item["polygons"] = mask_polygons(binary)
+        items.append(item)
+    return items
+
+
+def describe(predictor: Predictor, prediction: dict, polygons: bool = True) -> list[dict]:
+    """JSON-able items of one prediction, for either family."""
+    if predictor.task.name == "segmentation":
+        return segmentation_items(prediction, predictor.class_names, polygons=polygons)
+    return detection_items(prediction, predictor.class_names)
+
+
+def draw(predictor: Predictor, image: np.ndarray, prediction: dict) -> np.ndarray:
+    """The annotated picture, drawn by the task: boxes with class and score, or the mask with a legend."""
+    return np.asarray(predictor.task.draw(image, prediction), dtype=np.uint8)
+
+
+@dataclass
+class Frame:
+    """One unit of work: an image (or the reason it could not be read) and its output name."""
+
+    name: str
+    source: str
+    image: np.ndarray | None = None
+    error: str | None = None
+
+
+def _is_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def list_sources(source: str) -> tuple[list[Path], Path | None]:
+    """Files a source names, and the folder output names are relative to (None: flat names)."""
+    path = Path(source)
+    if path.is_dir():
+        files = list_images(path)
+        if not files:
+            raise UserError(f"folder '{source}' holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        return files, path
+    if path.is_file():
+        return [path], None
+    if _is_glob(source):
+        files = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
+        if not files:
+            raise UserError(f"pattern '{source}' matches no files")
+        return files, None
+    raise UserError(f"source '{source}' does not exist (give an image, a folder, a glob or a video)")
+
+
+def iter_frames(files: list[Path], root: Path | None, video_stride: int = 1) -> Iterator[Frame]:
+    """Read images and video frames lazily; unreadable ones come back with an ``error``."""
+    for file in files:
+        rel = file.relative_to(root) if root is not None else Path(file.name)
+        stem = str(rel.with_suffix(""))
+        if file.suffix.lower() in VIDEO_SUFFIXES:
+            yield from _video_frames(file, stem, max(1, int(video_stride)))
+            continue
+        try:
+            yield Frame(stem, str(file), image=read_image(file))
+        except ImageReadError as exc:
+            yield Frame(stem, str(file), error=exc.reason)
+
+
+def _video_frames(file: Path, stem: str, stride: int) -> Iterator[Frame]:
+    capture = cv2.VideoCapture(str(file))
+    if not capture.isOpened():
+        yield Frame(stem, str(file), error="not a readable video (OpenCV could not open it)")
+        return
+    index = 0
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                if index == 0:
+                    yield Frame(stem, str(file), error="video has no readable frames")
+                break
+            if index % stride == 0:
+                rgb = np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                yield Frame(f"{stem}_f{index:06d}", f"{file}#frame={index}", image=rgb)
+            index += 1
+    finally:
+        capture.release()
+
+
+def count_work(files: list[Path], video_stride: int) -> int:
+    """How many frames the progress bar should expect (videos by their frame count)."""
+    total = 0
+    for file in files:
+        if file.suffix.lower() in VIDEO_SUFFIXES:
+            capture = cv2.VideoCapture(str(file))
+            frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+            capture.release()
+            total += max(1, -(-frames // max(1, video_stride)))
+        else:
+            total += 1
+    return total
+
+
+@dataclass
+class PredictSummary:
+    """What a ``fashion-predict`` run did."""
+
+    output: str
+    ok: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    items: int = 0
+
+    def text(self) -> str:
+        lines = [f"predicted {self.ok} image(s), skipped {len(self.skipped)}, {self.items} item(s) found; "
+                 f"results in {self.output}"]
+        lines += [f"  skipped {s['path']}: {s['reason']}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def predict_source(predictor: Predictor, source: str, output: str | Path, conf: float | None = None,
+                   iou: float | None = None, video_stride: int = 1, progress: bool = True,
+                   save_images: bool = True) -> PredictSummary:
+    """Predict every image/frame of ``source``; write ``<name>.jpg`` and ``<name>.json`` to ``output``."""
+    from tqdm import tqdm
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    files, root = list_sources(source)
+    total = count_work(files, video_stride)
+    summary = PredictSummary(str(output))
+    bar = tqdm(iter_frames(files, root, video_stride), total=total, desc="predict", unit="img",
+               disable=not progress or total <= 1)
+    for frame in bar:
+        if frame.error is not None:
+            log.warning("skipped %s: %s", frame.source, frame.error)
+            summary.skipped.append({"path": frame.source, "reason": frame.error})
+            continue
+        prediction = predictor(frame.image, conf=conf, iou=iou)
+        items = describe(predictor, prediction)
+        record = {
+            "image": frame.source,
+            "size": list(frame.image.shape[:2]),
+            "model": predictor.source,
+            "task": predictor.task.name,
+            "items": items,
+        }
+        target = output / frame.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(f"{target}.json"), json.dumps(record, indent=1) + "\n")
+        if save_images:
+            write_image(Path(f"{target}.jpg"), draw(predictor, frame.image, prediction))
+        summary.ok += 1
+        summary.items += len(items)
+    atomic_write_text(output / "summary.json", json.dumps(
+        {"ok": summary.ok, "skipped": summary.skipped, "items": summary.items, "source": source,
+         "model": predictor.source}, indent=1) + "\n")
+    return summary

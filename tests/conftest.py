@@ -1,0 +1,145 @@
+"""Shared test fixtures.
+
+Real data (read-only, never copied into the repo) is found through ``FASHION_DATA_DIR`` if set,
+else ``<repo>/../shared/data``. Tests that need it skip with a reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> Path:
+    """Where the shared real data lives (may not exist)."""
+    env = os.environ.get("FASHION_DATA_DIR")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder (``ccp/``, ``ccp-416/``, ``fashionpedia-sample/``); skip if missing."""
+    path = shared_data_dir()
+    if not (path / "ccp").is_dir():
+        pytest.skip(f"shared data not found at {path} (set FASHION_DATA_DIR)")
+    return path
+
+
+# --- a small converted CCP folder built by hand from the real files --------------------------
+# Independent of fashionvision.convert on purpose: tests of anchors/show must not break when
+# the converter changes. Applies the documented CCP box rule with scipy.ndimage directly.
+
+CCP_EXCLUDED = (0, 19, 41)  # null, hair, skin
+
+
+def ccp_label_names(ccp: Path) -> list[str]:
+    import scipy.io
+
+    cell = scipy.io.loadmat(ccp / "label_list.mat")["label_list"].ravel()
+    return [str(entry.ravel()[0]) if entry.size else "" for entry in cell]
+
+
+def ccp_boxes_from_mat(mat_path: Path, min_area_fraction: float = 0.0005):
+    """(groundtruth, boxes [N, 5] with detection class ids) by the CCP box rule."""
+    import numpy as np
+    import scipy.io
+    from scipy import ndimage
+
+    gt = scipy.io.loadmat(mat_path)["groundtruth"]
+    height, width = gt.shape
+    keep = [v for v in range(59) if v not in CCP_EXCLUDED]
+    det_id = {v: i for i, v in enumerate(keep)}
+    boxes = []
+    for value in np.unique(gt):
+        if value in CCP_EXCLUDED:
+            continue
+        labels, _ = ndimage.label(gt == value, structure=np.ones((3, 3)))
+        areas = np.bincount(labels.ravel())
+        for index, sl in enumerate(ndimage.find_objects(labels), start=1):
+            if sl is not None and areas[index] >= min_area_fraction * height * width:
+                boxes.append([sl[1].start, sl[0].start, sl[1].stop - 1, sl[0].stop - 1, det_id[int(value)]])
+    return gt, np.array(boxes, dtype=np.int64).reshape(-1, 5)
+
+
+def build_hand_converted_ccp(ccp: Path, folder: Path, stems: list[str], masks: bool = True) -> Path:
+    """Write train.txt (all ``stems``), classes.txt, mask_classes.txt, masks/ and metadata.json."""
+    import json
+
+    import cv2
+
+    names = ccp_label_names(ccp)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for stem in stems:
+        gt, boxes = ccp_boxes_from_mat(ccp / "annotations" / "pixel-level" / f"{stem}.mat")
+        rel = f"photos/{stem}.jpg"
+        lines.append(" ".join([rel, *(",".join(str(v) for v in b) for b in boxes)]))
+        if masks:
+            (folder / "masks" / "photos").mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / "masks" / "photos" / f"{stem}.png"), gt)
+    (folder / "train.txt").write_text("\n".join(lines) + "\n")
+    (folder / "classes.txt").write_text("".join(f"{n}\n" for i, n in enumerate(names) if i not in CCP_EXCLUDED))
+    if masks:
+        (folder / "mask_classes.txt").write_text("".join(f"{n}\n" for n in names))
+    meta = {"source_name": "ccp", "image_root": str(ccp.resolve()), "image_root_abs": str(ccp.resolve())}
+    (folder / "metadata.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def hand_converted_ccp(shared_data: Path, tmp_path_factory) -> Path:
+    """A converted folder (train split only) of 4 real CCP images, with masks."""
+    stems = ["0001", "0002", "0003", "0004"]
+    return build_hand_converted_ccp(shared_data / "ccp", tmp_path_factory.mktemp("hand_ccp"), stems)
+
+
+# --- issue 6 (compare / predict / export / serve): one tiny detector and one tiny segmenter ----
+# Trained ONCE per session (CPU, trainer=smoke, 64 px, tiny widths) and shared by
+# test_compare.py, test_predict.py, test_export.py, test_serve.py and test_browser.py.
+
+TINY_STEMS = ["0001", "0002", "0003", "0004", "0005", "0006"]
+
+
+@pytest.fixture(scope="session")
+def tiny_ccp(shared_data: Path, tmp_path_factory) -> Path:
+    """6 real CCP-416 images (boxes by the CCP rule, masks): train = all, val = 2, test = 3."""
+    folder = build_hand_converted_ccp(shared_data / "ccp-416", tmp_path_factory.mktemp("tiny_ccp"), TINY_STEMS)
+    lines = (folder / "train.txt").read_text().splitlines()
+    (folder / "val.txt").write_text("\n".join(lines[:2]) + "\n")
+    (folder / "test.txt").write_text("\n".join(lines[3:]) + "\n")
+    return folder
+
+
+def train_tiny(kind: str, dataset: Path, run_dir: Path) -> Path:
+    """Train a tiny yolo or unet with trainer=smoke (one epoch) through the Trainer API; return the run dir."""
+    import torch
+
+    from fashionvision.cli._hydra import compose
+    from fashionvision.engine.build import build_task
+    from fashionvision.engine.trainer import Trainer
+
+    overrides = {
+        "yolo": ["model=yolo", "model.width=0.0625", "model.image_size=64", "anchors=coco"],
+        "unet": ["model=unet", "model.encoder=vanilla", "model.width=0.125", "model.image_size=64"],
+    }[kind]
+    cfg = compose("train", overrides + ["trainer=smoke", "trainer.epochs=1", "trainer.limit_images=2",
+                                        f"dataset.path={dataset}"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(threads, 2))
+    try:
+        Trainer(build_task(cfg), cfg["trainer"], run_dir, cfg).fit()
+    finally:
+        torch.set_num_threads(threads)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tiny_ccp: Path, tmp_path_factory) -> dict[str, Path]:
+    """``{"detector": run dir, "segmenter": run dir}`` of two tiny models trained on ``tiny_ccp``."""
+    root = tmp_path_factory.mktemp("tiny_runs")
+    return {"detector": train_tiny("yolo", tiny_ccp, root / "yolo"),
+            "segmenter": train_tiny("unet", tiny_ccp, root / "unet")}

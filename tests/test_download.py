@@ -1,0 +1,202 @@
+"""fashion-download against a loopback HTTP server serving a tiny CCP archive in the real layout."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from fashionvision.download import check_ccp_layout, download_ccp, ensure_ccp, is_ccp
+from fashionvision.errors import UserError
+
+TOP = "clothing-co-parsing-master"
+STEMS = ("0001", "0002", "0003")
+
+
+def make_ccp_zip(ccp: Path, drop: tuple[str, ...] = (), extra: dict[str, bytes] | None = None) -> bytes:
+    """A zip in the GitHub archive layout with 3 real photos/mats; ``drop`` omits member paths."""
+    members = {"label_list.mat": ccp / "label_list.mat", "README.md": ccp / "README.md"}
+    for stem in STEMS:
+        members[f"photos/{stem}.jpg"] = ccp / "photos" / f"{stem}.jpg"
+        members[f"annotations/pixel-level/{stem}.mat"] = ccp / "annotations" / "pixel-level" / f"{stem}.mat"
+    members["annotations/image-level/1005.mat"] = ccp / "annotations" / "image-level" / "1005.mat"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"{TOP}/", b"")
+        for rel, src in members.items():
+            if rel not in drop:
+                zf.write(src, f"{TOP}/{rel}")
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+class Server:
+    """Serves ``routes[path] = (status, body, declared_length)`` on 127.0.0.1, random port."""
+
+    def __init__(self):
+        self.routes: dict[str, tuple[int, bytes, int | None]] = {}
+        self.hits = 0
+        routes = self.routes
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server naming)
+                outer.hits += 1
+                status, body, declared = routes.get(self.path, (404, b"not found", None))
+                self.send_response(status)
+                self.send_header("Content-Length", str(declared if declared is not None else len(body)))
+                self.end_headers()
+                self.wfile.write(body)  # fewer bytes than declared = a truncated download
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def good_zip(shared_data: Path) -> bytes:
+    return make_ccp_zip(shared_data / "ccp")
+
+
+@pytest.fixture()
+def server():
+    s = Server()
+    yield s
+    s.close()
+
+
+def assert_nothing_left(parent: Path) -> None:
+    assert list(parent.iterdir()) == [], f"left behind: {[p.name for p in parent.iterdir()]}"
+
+
+def test_success_installs_stripped_layout(server: Server, good_zip: bytes, tmp_path: Path):
+    server.routes["/ccp.zip"] = (200, good_zip, None)
+    parent = tmp_path / "data"
+    dest = download_ccp(parent / "ccp", url=server.url("/ccp.zip"),
+                        sha256=hashlib.sha256(good_zip).hexdigest(), progress=False)
+    assert dest == (parent / "ccp").absolute()
+    layout = check_ccp_layout(dest)
+    assert (layout.photos, layout.pixel_level, layout.image_level, layout.labels) == (3, 3, 1, 59)
+    assert (dest / "photos" / "0001.jpg").is_file() and not (dest / TOP).exists()
+    assert sorted(p.name for p in parent.iterdir()) == ["ccp"], "temporary files must be removed"
+
+
+def test_truncated_download_leaves_nothing(server: Server, good_zip: bytes, tmp_path: Path):
+    server.routes["/ccp.zip"] = (200, good_zip[: len(good_zip) // 2], len(good_zip))
+    parent = tmp_path / "data"
+    with pytest.raises(UserError, match="incomplete|failed"):
+        download_ccp(parent / "ccp", url=server.url("/ccp.zip"), progress=False)
+    assert_nothing_left(parent)
+
+
+def test_wrong_sha256_leaves_nothing(server: Server, good_zip: bytes, tmp_path: Path):
+    server.routes["/ccp.zip"] = (200, good_zip, None)
+    parent = tmp_path / "data"
+    with pytest.raises(UserError, match="checksum mismatch"):
+        download_ccp(parent / "ccp", url=server.url("/ccp.zip"), sha256="0" * 64, progress=False)
+    assert_nothing_left(parent)
+
+
+@pytest.mark.parametrize(
+    "drop, reason",
+    [
+        (("label_list.mat",), "label_list.mat is missing"),
+        (("photos/0002.jpg",), "without a photo"),
+        (("annotations/image-level/1005.mat",), "no image-level annotations"),
+    ],
+)
+def test_bad_layout_leaves_nothing(server: Server, shared_data: Path, tmp_path: Path, drop, reason):
+    server.routes["/ccp.zip"] = (200, make_ccp_zip(shared_data / "ccp", drop=drop), None)
+    parent = tmp_path / "data"
+    with pytest.raises(UserError, match=reason):
+        download_ccp(parent / "ccp", url=server.url("/ccp.zip"), progress=False)
+    assert_nothing_left(parent)
+
+
+def test_not_a_zip_and_unsafe_member(server: Server, shared_data: Path, tmp_path: Path):
+    parent = tmp_path / "data"
+    server.routes["/page.html"] = (200, b"<html>rate limited</html>", None)
+    with pytest.raises(UserError, match="not a valid zip"):
+        download_ccp(parent / "ccp", url=server.url("/page.html"), progress=False)
+    assert_nothing_left(parent)
+    server.routes["/evil.zip"] = (200, make_ccp_zip(shared_data / "ccp", extra={"../evil.txt": b"x"}), None)
+    with pytest.raises(UserError, match="unsafe path"):
+        download_ccp(parent / "ccp", url=server.url("/evil.zip"), progress=False)
+    assert_nothing_left(parent)
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_http_error_and_no_network(server: Server, tmp_path: Path):
+    parent = tmp_path / "data"
+    with pytest.raises(UserError, match="HTTP 404"):
+        download_ccp(parent / "ccp", url=server.url("/missing.zip"), progress=False)
+    port = server.httpd.server_address[1]
+    server.close()  # nothing listens on the port any more
+    server.close = lambda: None  # the fixture's teardown must not close twice
+    with pytest.raises(UserError, match="cannot reach"):
+        download_ccp(parent / "ccp", url=f"http://127.0.0.1:{port}/ccp.zip", timeout=5, progress=False)
+    assert_nothing_left(parent)
+
+
+def test_ensure_ccp_skips_existing_and_refuses_foreign_folder(server: Server, good_zip: bytes, tmp_path: Path):
+    server.routes["/ccp.zip"] = (200, good_zip, None)
+    dest = tmp_path / "ccp"
+    ensure_ccp(dest, url=server.url("/ccp.zip"), progress=False)
+    assert server.hits == 1 and is_ccp(dest)
+    ensure_ccp(dest, url=server.url("/ccp.zip"), progress=False)
+    assert server.hits == 1, "an installed dataset must not be downloaded again"
+    foreign = tmp_path / "other"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="already exists"):
+        ensure_ccp(foreign, url=server.url("/ccp.zip"), progress=False)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("fashion-download")
+    cmd = [exe] if exe else [sys.executable, "-m", "fashionvision.cli.download"]
+    return subprocess.run([*cmd, *args, f"hydra.run.dir={cwd / 'run'}"], cwd=cwd, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_cli_download_then_refuse(server: Server, good_zip: bytes, tmp_path: Path):
+    server.routes["/ccp.zip"] = (200, good_zip, None)
+    dest = tmp_path / "ccp"
+    args = ["ccp", f"dest={dest}", f"sources.ccp.url={server.url('/ccp.zip')}", "progress=false"]
+    first = run_cli(args, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "installed" in first.stdout and is_ccp(dest)
+    second = run_cli(args, tmp_path)
+    assert second.returncode == 0 and "already holds" in second.stdout
+    assert server.hits == 1
+
+
+def test_cli_clear_errors(tmp_path: Path):
+    bad = run_cli(["ccp", f"dest={tmp_path / 'ccp'}", "sources.ccp.url=http://127.0.0.1:9/x.zip",
+                   "progress=false", "timeout=5"], tmp_path)
+    assert bad.returncode == 2
+    assert "error: cannot reach" in bad.stderr and "Traceback" not in bad.stderr
+    other = run_cli(["deepfashion"], tmp_path)
+    assert other.returncode == 2 and "no public download for 'deepfashion'" in other.stderr

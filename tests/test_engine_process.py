@@ -1,0 +1,101 @@
+"""The engine in real processes: SIGKILL + exact resume, SIGTERM -> 143, 2-process DDP (gloo)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from toy_task import make_toy_dataset
+
+TOY_TRAIN = Path(__file__).resolve().parent / "toy_train.py"
+
+
+def _env(**extra: str) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def _start(data: Path, run: Path, *overrides: str, **env: str) -> subprocess.Popen:
+    # output goes to a file: an unread pipe could fill up and block the child
+    log = open(run.parent / f"{run.name}.log", "w+")
+    proc = subprocess.Popen([sys.executable, str(TOY_TRAIN), str(data), str(run), *overrides],
+                            env=_env(**env), stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def _output(proc: subprocess.Popen) -> str:
+    proc.log.seek(0)  # type: ignore[attr-defined]
+    return proc.log.read()  # type: ignore[attr-defined]
+
+
+def _assert_identical(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), f"tensor {name} differs"
+
+
+@pytest.fixture()
+def toy_data(tmp_path: Path) -> Path:
+    return make_toy_dataset(tmp_path / "data", n_train=8, n_val=2)
+
+
+def test_sigkill_then_resume_gives_identical_weights(toy_data: Path, tmp_path: Path) -> None:
+    # 4 steps per epoch; checkpoints at steps 3, 4 (epoch end), 6; killed inside step 7 (mid-epoch 2)
+    args = ("epochs=3", "checkpoint_every_steps=3")
+    reference = _start(toy_data, tmp_path / "reference", *args)  # side by side: 2 cores
+    victim = _start(toy_data, tmp_path / "victim", *args, TOY_SIGKILL_AT_BATCH="7")
+    assert victim.wait(timeout=120) == -signal.SIGKILL, _output(victim)
+    assert reference.wait(timeout=120) == 0, _output(reference)
+    killed = torch.load(tmp_path / "victim" / "checkpoints" / "last.pt", weights_only=True)
+    assert (killed["step"], killed["epoch"], killed["batch_in_epoch"]) == (6, 1, 2)
+
+    resumed = subprocess.run([sys.executable, str(TOY_TRAIN), str(toy_data), str(tmp_path / "victim"), *args,
+                              "resume=auto"], env=_env(), capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr
+    ref = torch.load(tmp_path / "reference" / "final_rank0.pt", weights_only=True)
+    out = torch.load(tmp_path / "victim" / "final_rank0.pt", weights_only=True)
+    _assert_identical(ref, out)
+    last_ref = torch.load(tmp_path / "reference" / "checkpoints" / "last.pt", weights_only=True)
+    last_out = torch.load(tmp_path / "victim" / "checkpoints" / "last.pt", weights_only=True)
+    _assert_identical(last_ref["ema"]["module"], last_out["ema"]["module"])
+    assert last_out["step"] == last_ref["step"] == 12
+    assert last_out["metrics"] == last_ref["metrics"]
+
+
+def test_sigterm_checkpoints_and_exits_143(toy_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = _start(toy_data, run, "epochs=50", TOY_SIGTERM_AT_BATCH="6")  # inside step 6 (epoch 2)
+    assert proc.wait(timeout=120) == 143, _output(proc)
+    assert "SIGTERM" in _output(proc)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    # the step in flight was finished, then the position was saved mid-epoch
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (6, 1, 2)
+    assert not (run / "final_rank0.pt").exists()
+    resumed = _start(toy_data, run, "epochs=2", "resume=auto")
+    assert resumed.wait(timeout=120) == 0, _output(resumed)
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 8
+
+
+def test_ddp_two_gloo_processes_end_with_identical_weights(toy_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+           "--rdzv_backend=c10d", "--rdzv_endpoint=localhost:0", str(TOY_TRAIN), str(toy_data), str(run),
+           "epochs=2", "sync_bn=true"]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0 = torch.load(run / "final_rank0.pt", weights_only=True)
+    rank1 = torch.load(run / "final_rank1.pt", weights_only=True)
+    _assert_identical(rank0, rank1)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["world_size"] == 2
+    assert state["step"] == 4  # 8 images / (2 ranks x batch 2) = 2 steps per epoch
+    assert (run / "metrics.json").is_file()

@@ -1,0 +1,130 @@
+"""fashion-predict: preprocessing identical to evaluation, a real photo, a folder with a corrupt file, a video."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from fashionvision.data.converted import ConvertedDataset
+from fashionvision.data.dataset import FashionDataset
+from fashionvision.data.image_io import read_image
+from fashionvision.predict import load_predictor, prepare_images
+from fashionvision.predict_files import predict_source
+from fashionvision.tasks import task_class
+
+
+@pytest.fixture(scope="module")
+def photo(shared_data: Path) -> Path:
+    path = shared_data / "fashionpedia-sample" / "input.jpg"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+@pytest.mark.parametrize("model_cfg", [
+    {"name": "yolo", "image_size": 96, "width": 0.0625},
+    {"name": "unet", "encoder": "vanilla", "image_size": 96, "width": 0.125},
+])
+def test_prepare_images_matches_the_evaluation_dataset(tiny_ccp, model_cfg):
+    """Inference input pixels and metas are exactly what fashion-eval feeds the model."""
+    data = ConvertedDataset.open(tiny_ccp)
+    task = task_class(model_cfg["name"])(model_cfg, data, None, {"name": "coco"})
+    dataset = FashionDataset(data, "test", 96, False, None, task=task.name)
+    items = [dataset[i] for i in range(len(dataset))]
+    images = [read_image(p) for p in dataset.image_paths]
+    batch, metas = prepare_images(task, images)
+    for k, item in enumerate(items):
+        h, w = item["image"].shape[1:]
+        assert torch.equal(batch[k, :, :h, :w], item["image"])
+        for key in ("orig_size", "pad"):
+            assert tuple(metas[k][key]) == tuple(item["meta"][key])
+        assert metas[k]["scale"] == pytest.approx(item["meta"]["scale"])
+
+
+def test_predict_real_photo_both_families(tiny_runs, photo, tmp_path):
+    height, width = read_image(photo).shape[:2]
+    for kind, run in tiny_runs.items():
+        predictor = load_predictor(run)
+        assert predictor.kind == kind
+        out = tmp_path / kind
+        # conf=0.001: even an untrained detector lists boxes, so the JSON fields are exercised
+        summary = predict_source(predictor, str(photo), out, conf=0.001, iou=0.6, progress=False)
+        assert summary.ok == 1 and not summary.skipped
+        record = json.loads((out / "input.json").read_text())
+        assert record["size"] == [height, width] and record["task"] == predictor.task.name
+        drawn = read_image(out / "input.jpg")
+        assert drawn.shape[0] == height
+        if kind == "detector":
+            assert record["items"], "no box even at conf 0.001"
+            scores = [it["score"] for it in record["items"]]
+            assert scores == sorted(scores, reverse=True)
+            for item in record["items"]:
+                x1, y1, x2, y2 = item["box"]
+                assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
+                assert item["class"] == predictor.class_names[item["class_id"]]
+        else:
+            assert record["items"]
+            assert sum(it["pixels"] for it in record["items"]) <= height * width
+            assert all(it["class"] != "null" for it in record["items"])
+            big = record["items"][0]
+            assert 0 < big["fraction"] <= 1 and 0 <= big["score"] <= 1
+            assert big["polygons"] and all(len(poly) >= 3 for poly in big["polygons"])
+            xs = [x for poly in big["polygons"] for x, _ in poly]
+            assert 0 <= min(xs) and max(xs) < width
+
+
+def test_predict_cli_folder_with_a_corrupt_file(tiny_runs, photo, tmp_path):
+    """The CLI predicts the good file, reports the corrupt one (path + reason) and goes on."""
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(photo, folder / "sub" / "good.jpg")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    (folder / "notes.txt").write_text("not an image; not listed")
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    result = subprocess.run([sys.executable, "-m", "fashionvision.cli.predict", f"ckpt={tiny_runs['detector']}",
+                             f"source={folder}", f"output={out}", "conf=0.001", "progress=false",
+                             f"hydra.run.dir={tmp_path / 'hydra'}"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "predicted 1 image(s), skipped 1" in result.stdout
+    assert "broken.jpg" in result.stdout and "not a readable image" in result.stdout
+    assert (out / "sub" / "good.json").is_file() and (out / "sub" / "good.jpg").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] == 1 and summary["skipped"][0]["path"].endswith("broken.jpg")
+
+
+def test_predict_video_frames_with_stride(tiny_runs, tmp_path):
+    predictor = load_predictor(tiny_runs["segmenter"])
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    if not writer.isOpened():
+        pytest.skip("OpenCV cannot write MJPG videos here")
+    for i in range(5):
+        writer.write(np.full((48, 64, 3), 40 * i, dtype=np.uint8))
+    writer.release()
+    summary = predict_source(predictor, str(video), tmp_path / "out", video_stride=2, progress=False)
+    assert summary.ok == 3  # frames 0, 2, 4
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.json") if p.name != "summary.json") == [
+        "clip_f000000.json", "clip_f000002.json", "clip_f000004.json"]
+
+
+def test_missing_source_and_model_are_clear_errors(tiny_runs, tmp_path):
+    from fashionvision.errors import UserError
+
+    predictor = load_predictor(tiny_runs["detector"])
+    with pytest.raises(UserError, match="does not exist"):
+        predict_source(predictor, str(tmp_path / "nope.jpg"), tmp_path / "out")
+    with pytest.raises(UserError, match="matches no files"):
+        predict_source(predictor, str(tmp_path / "*.png"), tmp_path / "out")
+    with pytest.raises(UserError, match="does not exist"):
+        load_predictor(tmp_path / "missing_run")
