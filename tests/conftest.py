@@ -129,7 +129,7 @@ def train_tiny(kind: str, dataset: Path, run_dir: Path) -> Path:
     cfg = compose("train", overrides + ["trainer=smoke", "trainer.epochs=1", "trainer.limit_images=2",
                                         f"dataset.path={dataset}"])
     threads = torch.get_num_threads()
-    torch.set_num_threads(min(threads, 2))
+    torch.set_num_threads(1)  # tiny tensors: one thread is fastest, and immune to a busy machine
     try:
         Trainer(build_task(cfg), cfg["trainer"], run_dir, cfg).fit()
     finally:
@@ -143,3 +143,14 @@ def tiny_runs(tiny_ccp: Path, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_runs")
     return {"detector": train_tiny("yolo", tiny_ccp, root / "yolo"),
             "segmenter": train_tiny("unet", tiny_ccp, root / "unet")}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a test module with one torch thread (tiny models: OpenMP spin-waits cost more than they give)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,7 +15,8 @@ from conftest import build_hand_converted_ccp, ccp_boxes_from_mat
 from fashionvision.data import cache as cache_module
 from fashionvision.data.converted import ConvertedDataset
 from fashionvision.data.dataset import (
-    FashionDataset, detection_collate, pad_collate_images, pad_collate_masks, segmentation_collate)
+    FashionDataset, detection_collate, pad_collate_images, pad_collate_masks, segmentation_collate,
+    worker_init)
 from fashionvision.data.transforms import boxes_from_letterbox, content_region
 from fashionvision.errors import UserError
 
@@ -159,13 +160,24 @@ def _synthetic(tmp_path: Path, sizes: list[tuple[int, int]], corrupt: set[int] =
     return ConvertedDataset.open(folder)
 
 
-def test_unreadable_image_is_skipped_and_counted(tmp_path, caplog):
+@pytest.mark.parametrize("cache", [False, True])
+def test_unreadable_image_is_skipped_and_counted(tmp_path, caplog, cache):
     data = _synthetic(tmp_path, [(40, 30)] * 4, corrupt={1})
-    ds = FashionDataset(data, "train", 64, False, None, "detection")
+    ds = FashionDataset(data, "train", 64, False, None, "detection", cache=cache, cache_dir=tmp_path / "c")
     with caplog.at_level(logging.WARNING):
         item = ds[1]
     assert item["meta"]["image_id"] == 2 and ds.bad_images == 1
     assert "img1.png" in caplog.text
+
+
+def test_images_without_objects_are_kept(tmp_path):
+    data = _synthetic(tmp_path, [(40, 30)] * 3)
+    lines = data.split_file("train").read_text().splitlines()
+    data.split_file("train").write_text("\n".join([lines[0].split()[0], *lines[1:]]) + "\n")
+    ds = FashionDataset(data, "train", 64, True, {**AUGMENT, "mosaic": 0.0}, "detection")
+    assert len(ds) == 3 and ds[0]["boxes"].shape == (0, 4) and ds[0]["labels"].shape == (0,)
+    batch = detection_collate([ds[0], ds[0]])
+    assert batch["targets"].shape == (0, 6)
 
 
 def test_mixed_shapes_are_padded(tmp_path):
@@ -190,7 +202,7 @@ def test_set_epoch_reaches_persistent_workers(tmp_path):
     data = _synthetic(tmp_path, [(48, 40)] * 4)
     ds = FashionDataset(data, "train", 64, True, AUGMENT, "detection", cache=True, cache_dir=tmp_path / "c")
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, persistent_workers=True,
-                                         collate_fn=detection_collate)
+                                         collate_fn=detection_collate, worker_init_fn=worker_init)
     seen = []
     for epoch in (0, 1):
         ds.set_epoch(epoch)

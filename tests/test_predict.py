@@ -21,6 +21,8 @@ from fashionvision.predict import load_predictor, prepare_images
 from fashionvision.predict_files import predict_source
 from fashionvision.tasks import task_class
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def photo(shared_data: Path) -> Path:
@@ -90,7 +92,7 @@ def test_predict_cli_folder_with_a_corrupt_file(tiny_runs, photo, tmp_path):
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
     (folder / "notes.txt").write_text("not an image; not listed")
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "fashionvision.cli.predict", f"ckpt={tiny_runs['detector']}",
                              f"source={folder}", f"output={out}", "conf=0.001", "progress=false",
                              f"hydra.run.dir={tmp_path / 'hydra'}"],

@@ -239,3 +239,8 @@ def test_gpu_color_jitter():
     assert torch.allclose(v, v[:, :1].expand_as(v)) and not torch.allclose(v[0], v[1])
     with pytest.raises(ValueError):
         gpu_color_jitter(torch.rand(3, 8, 8), 0.1, 0, 0, 0)
+
+
+def test_unknown_augment_option_fails_loudly():
+    with pytest.raises(ValueError, match="hfilp"):
+        build_train_transform({"hfilp": 0.5}, 64, "detection")

@@ -18,6 +18,7 @@ The report itself (Markdown, JSON, figures) is written by :mod:`fashionvision.co
 
 from __future__ import annotations
 
+import inspect
 import logging
 import platform
 import time
@@ -162,7 +163,9 @@ def evaluate_both(detector: Predictor, segmenter: Predictor, data: ConvertedData
     for kind, results in coco.items():
         result.detection[kind] = det_metrics.summarize(gt, results, det_classes)
         result.detection[kind]["num_predictions"] = len(results)
-    mapped = sorted(seg_to_det)  # segmentation classes that both families can produce
+    # segmentation classes both families can produce: the garments of the detection list and
+    # the background (boxes never give hair or skin, for instance)
+    mapped = sorted({0, *seg_to_det})
     for kind, matrix in matrices.items():
         metrics = metrics_from_confusion(matrix.matrix.numpy(), seg_classes)
         present = [metrics["per_class"][c]["iou"] for c in mapped if metrics["per_class"][c]["present"]]
@@ -205,12 +208,15 @@ def time_predict(predictor: Predictor, batch_size: int, image_hw: tuple[int, int
     batch = batch.to(predictor.device)
     conf, iou = predictor.default_thresholds()
     sync = torch.cuda.synchronize if predictor.device.type == "cuda" else (lambda: None)
+    extra = {}
+    if "return_probs" in inspect.signature(predictor.task.predict).parameters:
+        extra["return_probs"] = False  # what a user of the mask gets; probabilities are optional
     times: list[float] = []
     with torch.no_grad():
         for i in range(warmup + max_iters):
             sync()
             start = time.perf_counter()
-            predictor.task.predict(predictor.model, batch, metas, conf=conf, iou=iou)
+            predictor.task.predict(predictor.model, batch, metas, conf=conf, iou=iou, **extra)
             sync()
             if i >= warmup:
                 times.append(time.perf_counter() - start)
@@ -222,6 +228,8 @@ def time_predict(predictor: Predictor, batch_size: int, image_hw: tuple[int, int
 def measure_speed(predictor: Predictor, image_hw: tuple[int, int], batch_sizes: tuple[int, int] = (1, 32),
                   min_seconds: float = 1.0, max_iters: int = 20) -> dict:
     """Parameters, GFLOPs, ms/image at the first batch size and img/s at the second."""
+    if len(batch_sizes) != 2 or min(batch_sizes) < 1:
+        raise UserError(f"speed batch sizes must be two positive numbers (e.g. [1, 32]), not {list(batch_sizes)}")
     from fashionvision.export import OnnxModel
 
     params = None if isinstance(predictor.model, OnnxModel) else sum(p.numel() for p in predictor.model.parameters())

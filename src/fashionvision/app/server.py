@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+# at module level: FastAPI resolves the endpoints' (string) annotations in this module's namespace
+from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
 
 from fashionvision.data.image_io import ImageReadError, decode_image_bytes
 from fashionvision.errors import UserError
@@ -77,9 +80,6 @@ def run_models(models: dict[str, Predictor], image: np.ndarray, which: str, conf
 def create_app(models: dict[str, Predictor], max_upload_mb: float = 10.0, conf: float | None = None,
                iou: float | None = None, max_pixels: int = 40_000_000):
     """The FastAPI application serving ``models`` (see :func:`by_kind`)."""
-    from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
-    from fastapi.responses import FileResponse, JSONResponse
-
     limit = int(max_upload_mb * 1024 * 1024)
     app = FastAPI(title="fashionvision", docs_url="/docs", redoc_url=None)
 

@@ -1,10 +1,11 @@
-"""fashion-compare detector=RUN_OR_CKPT segmenter=RUN_OR_CKPT [dataset=DIR] [split=test] [n_images=8].
+"""fashion-compare detector=RUN_OR_CKPT segmenter=RUN_OR_CKPT [data=DIR] [split=test] [n_images=8].
 
 Writes report.md, report.json, grid.png and per_class.png (see :mod:`fashionvision.compare`).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from fashionvision.cli._hydra import run_dir, run_hydra
@@ -17,7 +18,7 @@ def compare(cfg: dict) -> int:
     speed = cfg.get("speed") or {}
     output = Path(cfg.get("output") or run_dir())
     limit = cfg.get("limit_images")
-    report = run_compare(str(cfg["detector"]), str(cfg["segmenter"]), cfg.get("dataset"), str(cfg.get("split", "test")),
+    report = run_compare(str(cfg["detector"]), str(cfg["segmenter"]), cfg.get("data"), str(cfg.get("split", "test")),
                          output, n_images=int(cfg.get("n_images", 8)), limit=int(limit) if limit else None,
                          device=str(resolve_device(str(cfg.get("device", "auto")))),
                          speed_batch_sizes=tuple(int(b) for b in speed.get("batch_sizes", (1, 32))),
@@ -31,7 +32,13 @@ def compare(cfg: dict) -> int:
     return 0
 
 
+def rename_dataset_arg(argv: list[str]) -> list[str]:
+    """``dataset=DIR`` -> ``data=DIR``: Hydra would read ``dataset=`` as the config group of that name."""
+    return [f"data={a.split('=', 1)[1]}" if a.startswith("dataset=") else a for a in argv]
+
+
 def main() -> None:
+    sys.argv = rename_dataset_arg(sys.argv)
     run_hydra("compare", compare)
 
 

@@ -98,8 +98,8 @@ def _convert_one(job: tuple) -> tuple[str, str, np.ndarray | None, str | None]:
         return stem, rel, None, f"photo {PHOTO_DIR}/{stem}.* not found"
     try:
         groundtruth = scipy.io.loadmat(str(mat_path))["groundtruth"]
-    except (KeyError, ValueError, OSError, TypeError) as exc:
-        return stem, rel, None, f"cannot read variable 'groundtruth' from {mat_path.name} ({exc})"
+    except Exception as exc:  # scipy raises several types for corrupt files; one bad file must not stop the run
+        return stem, rel, None, f"cannot read variable 'groundtruth' from {mat_path.name} ({type(exc).__name__}: {exc})"
     if groundtruth.ndim != 2 or groundtruth.size == 0:
         return stem, rel, None, f"'groundtruth' has shape {groundtruth.shape}, expected HxW"
     if groundtruth.max() >= num_labels or groundtruth.min() < 0:

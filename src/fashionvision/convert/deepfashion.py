@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from fashionvision.annotations import Record, check_relative_path
-from fashionvision.convert.common import ConversionSummary, Skip, progress, staged_output, write_converted
+from fashionvision.convert.common import ConversionSummary, Skip, check_paths, progress, staged_output, write_converted
 from fashionvision.data.converted import SPLITS
 from fashionvision.data.image_io import ImageReadError, image_size
 from fashionvision.errors import UserError
@@ -38,8 +38,13 @@ COLUMNS = {
 MAX_SHOWN_PROBLEMS = 50
 
 
-def read_list_file(root: Path, name: str, problems: list[str]) -> list[tuple[int, list[str]]]:
-    """Rows ``(line number, fields)`` of one list file; header and shape problems go to ``problems``."""
+def read_list_file(
+    root: Path, name: str, problems: list[str], faulty: set[str] | None = None
+) -> list[tuple[int, list[str]]]:
+    """Rows ``(line number, fields)`` of one list file; header and shape problems go to ``problems``.
+
+    The first field of a row with the wrong number of fields is added to ``faulty``.
+    """
     path = root / name
     if not path.is_file():
         raise UserError(f"'{root}' is not a DeepFashion folder: {path} is missing")
@@ -59,6 +64,8 @@ def read_list_file(root: Path, name: str, problems: list[str]) -> list[tuple[int
             continue
         if len(fields) != len(columns):
             problems.append(f"{path}:{line_no}: {len(fields)} fields, expected {len(columns)} ({' '.join(columns)})")
+            if faulty is not None:
+                faulty.add(fields[0])
             continue
         rows.append((line_no, fields))
     first = lines[0].strip()
@@ -89,15 +96,14 @@ def parse_lists(root: Path) -> tuple[list[str], list[tuple[str, np.ndarray, int,
         UserError: listing every bad row of every file (``FILE:LINE: reason``).
     """
     problems: list[str] = []
-    tables = {name: read_list_file(root, name, problems) for name in COLUMNS}
+    faulty: set[str] = set()  # images with a bad row somewhere: not reported again as missing
+    tables = {name: read_list_file(root, name, problems, faulty) for name in COLUMNS}
 
     classes: list[str] = []
     for line_no, (category, kind) in tables[CATEGORY_CLOTH]:
         if kind not in ("1", "2", "3"):
             problems.append(f"{root / CATEGORY_CLOTH}:{line_no}: category_type '{kind}' is not 1, 2 or 3")
         classes.append(category)
-
-    faulty: set[str] = set()  # images with a bad row somewhere: not reported again as missing
 
     def keyed(name: str, parse) -> dict[str, tuple[int, object]]:
         table: dict[str, tuple[int, object]] = {}
@@ -193,6 +199,7 @@ def convert(
     source, output = Path(source), Path(output)
     if not source.is_dir():
         raise UserError(f"source folder '{source}' does not exist")
+    check_paths(source, output)  # fail before the (long) reading, not after
     classes, items = parse_lists(source)
     if limit is not None:
         items = items[: int(limit)]

@@ -22,6 +22,7 @@ from pycocotools import mask as coco_mask
 
 BATCH = 32  # images per task sent to a worker
 MAX_IN_FLIGHT = 16  # batches queued at once: bounds the memory held by pending work
+UPSAMPLE = 5.0  # pycocotools rasterises polygons on a 5x grid (maskApi.c rleFrPoly)
 
 
 def _polygons(segmentation: list) -> list[list[float]]:
@@ -56,24 +57,37 @@ def segmentation_bbox(segmentation: list | dict, height: int, width: int) -> lis
 
 
 def paint_instance(canvas: np.ndarray, segmentation: list | dict, value: int) -> None:
-    """Set the pixels of one instance to ``value`` in an HxW uint8 canvas."""
+    """Set the pixels of one instance to ``value`` in an HxW uint8 canvas.
+
+    A polygon inside the image is rasterised by pycocotools in a window around it; the
+    coordinates are first quantised exactly as pycocotools does (``(int)(5 * v + 0.5)``) and
+    shifted by whole pixels, so the window gives the same pixels as the whole image would.
+    pycocotools clips a polygon that leaves the image point by point rather than geometrically,
+    so such polygons are rasterised on the whole image.
+    """
     height, width = canvas.shape
     if isinstance(segmentation, list):
-        polygons = [np.asarray(p, dtype=np.float64) for p in _polygons(segmentation)]
-        xs = np.concatenate([p[0::2] for p in polygons])
-        ys = np.concatenate([p[1::2] for p in polygons])
-        x0, y0 = max(0, math.floor(xs.min())), max(0, math.floor(ys.min()))
-        x1, y1 = min(width, math.ceil(xs.max()) + 1), min(height, math.ceil(ys.max()) + 1)
-        if x0 >= x1 or y0 >= y1:
-            return  # wholly outside the image
-        shift = np.array([x0, y0], dtype=np.float64)
-        local = [(p.reshape(-1, 2) - shift).ravel().tolist() for p in polygons]
+        polygons = _polygons(segmentation)
+        flat = np.concatenate([np.asarray(p, dtype=np.float64) for p in polygons])
+        xs, ys = flat[0::2], flat[1::2]
+        if xs.min() < 0 or ys.min() < 0 or xs.max() > width - 1 or ys.max() > height - 1:
+            pixels = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(polygons, height, width)))
+            np.copyto(canvas, value, where=pixels.view(bool))
+            return
+        # 2 px margin keeps the window's edges off the polygon
+        x0, y0 = max(0, math.floor(xs.min()) - 2), max(0, math.floor(ys.min()) - 2)
+        x1, y1 = min(width, math.ceil(xs.max()) + 3), min(height, math.ceil(ys.max()) + 3)
+        shift = np.array([x0, y0], dtype=np.float64) * UPSAMPLE
+        local = [
+            ((np.trunc(UPSAMPLE * np.asarray(p, dtype=np.float64) + 0.5).reshape(-1, 2) - shift) / UPSAMPLE).ravel().tolist()
+            for p in polygons
+        ]
         pixels = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(local, y1 - y0, x1 - x0)))
-        window = canvas[y0:y1, x0:x1]
-        window[pixels.astype(bool)] = value
+        # copyto with a bool view: no temporary copy of the (column-major) decoded mask
+        np.copyto(canvas[y0:y1, x0:x1], value, where=pixels.view(bool))
     else:
         pixels = coco_mask.decode(segmentation_rle(segmentation, height, width))
-        canvas[pixels.astype(bool)] = value
+        np.copyto(canvas, value, where=pixels.view(bool))
 
 
 def paint_mask(height: int, width: int, instances: Sequence[tuple[float, int, object]]) -> tuple[np.ndarray, list[str]]:

@@ -4,9 +4,9 @@ An item is the dict of :mod:`fashionvision.tasks.base`: ``image`` uint8 ``[3, H,
 ``boxes`` float32 ``[N, 4]`` (continuous x1, y1, x2, y2 in the output image: an inclusive
 annotation ``x2`` becomes ``x2 + 1``), ``labels`` int64 ``[N]``, ``mask`` int64 ``[H, W]``
 (segmentation only; ``ignore_index`` where padded) and ``meta`` = ``{path, image_id,
-orig_size (h, w), scale, pad (left, top)}``. Map a prediction back with
-``transforms.boxes_from_letterbox(boxes, meta["scale"], meta["pad"], meta["orig_size"])`` or
-crop masks with ``transforms.content_region(...)``.
+orig_size (h, w), scale, pad (left, top)}`` (plus ``mask_path`` for segmentation). Map a
+prediction back with ``transforms.boxes_from_letterbox(boxes, meta["scale"], meta["pad"],
+meta["orig_size"])``, or crop a mask with ``transforms.content_region(...)`` and resize it.
 
 Output shapes: detection letterboxes to a square ``image_size`` (``rect=True``: per image
 :func:`~fashionvision.data.transforms.padded_shape`); segmentation with an int
@@ -170,7 +170,19 @@ class FashionDataset(Dataset):
         }
         if self.task == "segmentation":
             item["mask"] = torch.from_numpy(out["mask"].astype(np.int64))
+            item["meta"]["mask_path"] = str(self.mask_paths[i])  # full-resolution ground truth
         return item
+
+
+def worker_init(worker_id: int) -> None:
+    """``DataLoader(worker_init_fn=...)``: one OpenCV thread per worker.
+
+    The workers are the parallelism; OpenCV's own thread pool inside each of them would
+    oversubscribe the cores (and a pool inherited through fork can hang).
+    """
+    import cv2
+
+    cv2.setNumThreads(0)
 
 
 def pad_collate_images(images: list[torch.Tensor], pad_value: int = PAD_VALUE) -> torch.Tensor:

@@ -27,6 +27,8 @@ MIN_BOX_SIDE = 2.0      # boxes thinner than this (pixels) after a transform are
 MIN_AREA_KEPT = 0.2     # ... and boxes keeping less than this share of their area
 
 Shape = tuple[int, int]  # (height, width)
+AUGMENT_KEYS = frozenset({"name", "hflip", "vflip", "hsv_h", "hsv_s", "hsv_v", "contrast", "scale",
+                          "translate", "rotate", "crop", "crop_min_side", "mosaic"})
 
 
 def as_shape(size: int | tuple[int, int] | list[int]) -> Shape:
@@ -236,6 +238,10 @@ class TrainTransform:
         if task not in ("detection", "segmentation"):
             raise ValueError(f"task must be 'detection' or 'segmentation', not {task!r}")
         cfg = dict(augment_cfg or {})
+        unknown = sorted(set(cfg) - AUGMENT_KEYS)
+        if unknown:  # a typo must not silently turn an augmentation off
+            raise ValueError(f"unknown augment option(s) {', '.join(unknown)}; "
+                             f"valid: {', '.join(sorted(AUGMENT_KEYS))}")
         self.task = task
         self.out_shape = out_shape
         self.rect = (task == "segmentation") if rect is None else bool(rect)

@@ -212,15 +212,19 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, classes: list[str
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model.weights='{path}' does not exist")
-    hook = getattr(model, "load_pretrained", None)
-    if callable(hook):
-        result = hook(path)
-        return list(result) if isinstance(result, (list, tuple)) else []
-    ckpt = load_checkpoint(path)
-    theirs = (ckpt.get("task") or {}).get("classes")
+    ckpt = load_checkpoint(path) if zipfile.is_zipfile(path) else None  # ours, not a Darknet binary
+    theirs = ((ckpt or {}).get("task") or {}).get("classes")
     if classes is not None and theirs is not None and len(theirs) != len(classes):
         log.warning("model.weights '%s' was trained for %d classes, the data has %d: the class-dependent "
                     "layers start fresh", path, len(theirs), len(classes))
+    hook = getattr(model, "load_pretrained", None)
+    if callable(hook):
+        result = hook(path)
+        if isinstance(result, dict):
+            result = result.get("skipped_shape_mismatch", [])
+        return list(result) if isinstance(result, (list, tuple)) else []
+    if ckpt is None:
+        raise UserError(f"model.weights='{path}' is not a PyTorch checkpoint, and this model reads no other format")
     return load_matching(model, model_state(ckpt), source=str(path))
 
 
@@ -251,15 +255,20 @@ def load_for_inference(ckpt_or_run_dir: str | os.PathLike, device: str | torch.d
     classes = described.get("classes")
     if dataset_path is not None:
         data = ConvertedDataset.open(dataset_path)
-        if classes is not None and len(classes) != len(data.classes):
-            raise UserError(f"checkpoint '{path}' predicts {len(classes)} classes but dataset "
-                            f"'{dataset_path}' has {len(data.classes)}")
     else:
         if classes is None:
             raise UserError(f"checkpoint '{path}' stores no class list; pass a dataset path")
-        data = ConvertedDataset.from_classes(classes, described.get("mask_classes"),
+        # a segmentation task's classes are the mask labels: both lists come from describe()
+        det_classes = described.get("det_classes") or classes
+        data = ConvertedDataset.from_classes(det_classes, described.get("mask_classes"),
                                              metadata=described.get("metadata"))
-    task = task_class(name)(model_cfg, data, config.get("augment"), config.get("anchors"))
+    anchors_cfg = config.get("anchors")
+    if described.get("anchors"):  # the trained values: never recompute (or write) k-means anchors
+        anchors_cfg = {"name": "values", "values": described["anchors"]}
+    task = task_class(name)(model_cfg, data, config.get("augment"), anchors_cfg)
+    if classes is not None and list(task.class_names) != list(classes):
+        raise UserError(f"checkpoint '{path}' predicts {len(classes)} classes but dataset "
+                        f"'{dataset_path}' gives {len(task.class_names)} (or other names)")
     model = task.build_model()
     try:
         model.load_state_dict(model_state(ckpt))

@@ -89,7 +89,8 @@ class Trainer:
         """Called on every rank with the validation metrics (computed on rank 0)."""
 
     # ------------------------------------------------------------------ setup
-    def _setup(self) -> None:
+    def setup(self) -> None:
+        """Build datasets, loaders, model, optimizer, EMA; load the resume checkpoint."""
         cfg, task = self.cfg, self.task
         if self.cuda:
             torch.cuda.set_device(self.device)
@@ -127,7 +128,10 @@ class Trainer:
         if weights and resume_path is None:
             load_pretrained(model, weights, classes=list(task.class_names))
         if self.dist.enabled and cfg.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            if self.cuda:
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                log.warning("trainer.sync_bn needs CUDA (PyTorch's SyncBatchNorm); ignored on the CPU")
         model.to(self.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -141,17 +145,19 @@ class Trainer:
         self.ema = ModelEMA(model, cfg.ema_decay) if cfg.ema else None
 
         self.epoch, self.batch_in_epoch, self.step, self.batches_seen = 0, 0, 0, 0
-        self.train_seconds, self.skipped_steps = 0.0, 0
+        self.train_seconds, self.skipped_steps, self.bad_in_row = 0.0, 0, 0
         self.best_metric, self.best_epoch, self.epochs_without_gain = -math.inf, -1, 0
         resume_state = self._load_resume(resume_path) if resume_path is not None else None
 
         self.train_model: nn.Module = model
+        self._ddp: nn.parallel.DistributedDataParallel | None = None
         if self.dist.enabled:
-            self.train_model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.cuda else None)
+            self._ddp = nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index] if self.cuda else None)
+            self.train_model = self._ddp
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
         self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main)
+        self._seconds_before, self._fit_started = self.train_seconds, time.perf_counter()
         if resume_state is not None:  # last, so that nothing above consumes the restored RNG
             set_rng_state(resume_state["rng"])
 
@@ -181,7 +187,7 @@ class Trainer:
         self.schedule.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        for key in ("epoch", "batch_in_epoch", "step", "batches_seen", "skipped_steps",
+        for key in ("epoch", "batch_in_epoch", "step", "batches_seen", "skipped_steps", "bad_in_row",
                     "epochs_without_gain", "best_epoch"):
             setattr(self, key, int(state.get(key, 0)))
         self.train_seconds = float(state.get("train_seconds", 0.0))
@@ -201,7 +207,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
             "batches_seen": self.batches_seen, "train_seconds": self.train_seconds,
-            "skipped_steps": self.skipped_steps, "best_metric": self.best_metric,
+            "skipped_steps": self.skipped_steps, "bad_in_row": self.bad_in_row, "best_metric": self.best_metric,
             "best_epoch": self.best_epoch, "epochs_without_gain": self.epochs_without_gain,
             "world_size": self.dist.world_size,
             "rng": rng_state(),
@@ -251,7 +257,7 @@ class Trainer:
         self.train_set.set_epoch(self.epoch)
         self.train_loader.generator.manual_seed(cfg.seed * 1_000_003 + self.epoch)
         sums: dict[str, float] = {}
-        counted, images, accumulated, bad_in_row = 0, 0, 0, 0
+        counted, images, accumulated = 0, 0, 0
         started = time.perf_counter()
         bar = progress(self.train_loader, total=len(self.train_loader), desc=f"epoch {self.epoch + 1}",
                        enabled=self.dist.is_main)
@@ -262,7 +268,8 @@ class Trainer:
             if cfg.gpu_augment and self.cuda:
                 batch = task.gpu_augment(batch)
             final_micro = accumulated + 1 >= cfg.accumulate or self.batch_in_epoch == self.batches_per_epoch
-            sync = self.train_model.no_sync if (self.dist.enabled and not final_micro) else contextlib.nullcontext
+            # gradients are all-reduced once per optimizer step, not once per micro-batch
+            sync = self._ddp.no_sync if (self._ddp is not None and not final_micro) else contextlib.nullcontext
             with sync():
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
                     losses = task.compute_losses(self.train_model, batch)
@@ -274,7 +281,7 @@ class Trainer:
                     self.scaler.scale(total / cfg.accumulate).backward()
             images += int(batch["images"].shape[0])
             if finite:
-                bad_in_row = 0
+                self.bad_in_row = 0
                 accumulated += 1
                 for name, value in losses.items():
                     sums[name] = sums.get(name, 0.0) + float(value.detach())
@@ -289,17 +296,17 @@ class Trainer:
                     # fp16 overflow is the scaler's business; otherwise a non-finite gradient is a bad step
                     finite = self.scaler.is_enabled() or bool(torch.isfinite(norm).item())
             if not finite:
-                bad_in_row += 1
+                self.bad_in_row += 1
                 self.skipped_steps += 1
                 self.optimizer.zero_grad(set_to_none=True)
                 accumulated = 0
                 log.warning("non-finite loss or gradient at epoch %d batch %d (%d in a row, %d in all): skipped",
-                            self.epoch + 1, self.batch_in_epoch, bad_in_row, self.skipped_steps)
+                            self.epoch + 1, self.batch_in_epoch, self.bad_in_row, self.skipped_steps)
                 self.logger.scalars("train", {"skipped_steps": self.skipped_steps}, self.step)
-                if bad_in_row >= cfg.max_bad_steps:
+                if self.bad_in_row >= cfg.max_bad_steps:
                     self.save()
                     raise TrainingStopped(
-                        f"stopped after {bad_in_row} non-finite losses in a row (trainer.max_bad_steps="
+                        f"stopped after {self.bad_in_row} non-finite losses in a row (trainer.max_bad_steps="
                         f"{cfg.max_bad_steps}) at epoch {self.epoch + 1}, step {self.step}; the last good "
                         f"weights are in {self.run_dir / CHECKPOINT_DIR / LAST}. Try a lower trainer.lr, "
                         f"trainer.amp=bf16 instead of fp16, or check the data")
@@ -314,8 +321,10 @@ class Trainer:
             stop = self._sync_stop()
             speed = images * self.dist.world_size / max(time.perf_counter() - started, 1e-9)
             current = {k: v / max(counted, 1) for k, v in sums.items()}
-            bar.set_postfix(loss=f"{current.get('loss', float('nan')):.4g}", lr=f"{lr:.3g}", img_s=f"{speed:.0f}",
-                            refresh=False)
+            shown = {"loss": f"{current.get('loss', float('nan')):.4g}", "lr": f"{lr:.3g}", "img_s": f"{speed:.0f}"}
+            if cfg.max_seconds is not None:  # the bar's ETA is the epoch's; this is the run's
+                shown["left"] = f"{max(cfg.max_seconds - self.train_seconds, 0):.0f}s"
+            bar.set_postfix(shown, refresh=False)
             if self.step % cfg.log_every_steps == 0:
                 self.logger.scalars("train", {**{k: float(v.detach()) for k, v in losses.items()},
                                               "loss": float(total.detach()), "lr": lr, "img_per_s": speed},
@@ -360,10 +369,9 @@ class Trainer:
         ``self.status`` says how it ended: completed, time_budget, early_stopped or preempted.
         With ``max_time`` the budget alone ends the run (``epochs`` is ignored).
         """
-        self._setup()
+        self.setup()
         cfg = self.cfg
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _in_main_thread() else None
-        self._seconds_before, self._fit_started = self.train_seconds, time.perf_counter()
         try:
             self.status = "running"
             while (cfg.max_seconds is not None or self.epoch < cfg.epochs) and not self._sync_stop():

@@ -170,7 +170,10 @@ def plot_pr_curve(ev, class_names: Sequence[str], path: Path) -> None:
             mean = np.where(p[:, valid] > -1, p[:, valid], 0).mean(1)
             ax.plot(recall, mean, lw=2.5, color="k", label=f"all classes (AP50 {mean.mean():.3f})")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01), title="PR curve, IoU 0.5")
-    ax.legend(loc="upper right", fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no detections", ha="center", va="center")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

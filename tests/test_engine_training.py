@@ -1,0 +1,100 @@
+"""The training loop in-process on the toy task: NaN handling, TensorBoard, budgets, reloading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fashionvision.data.converted import ConvertedDataset
+from fashionvision.engine.trainer import INJECT_NAN_ENV, Trainer, TrainingStopped
+from fashionvision.errors import UserError
+from toy_task import ToyTask, make_toy_dataset
+
+BASE = {"device": "cpu", "epochs": 2, "batch_size": 2, "workers": 0, "amp": "none", "channels_last": False,
+        "cache_images": False, "gpu_augment": False, "deterministic": True, "warmup_epochs": 0.5,
+        "log_images": 1, "log_every_steps": 1}
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory) -> Path:
+    torch.set_num_threads(2)
+    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "data", n_train=8, n_val=2)
+
+
+def _run(data: Path, run: Path, **overrides):
+    config = {"model": {"name": "toy", "width": 4}, "dataset": {"path": str(data)}}
+    task = ToyTask(config["model"], ConvertedDataset.open(data))
+    trainer = Trainer(task, {**BASE, **overrides}, run, config)
+    trainer.fit()
+    return trainer
+
+
+def test_nan_loss_is_skipped_counted_and_logged(toy_data: Path, tmp_path: Path, monkeypatch, caplog) -> None:
+    monkeypatch.setenv(INJECT_NAN_ENV, "2")
+    with caplog.at_level("WARNING"):
+        trainer = _run(toy_data, tmp_path)
+    assert trainer.status == "completed"
+    assert trainer.step == 7  # 8 batches, one skipped
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["skipped_steps"] == 1
+    assert "non-finite loss" in caplog.text
+    assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values() if v.is_floating_point())
+
+
+def test_nan_losses_in_a_row_stop_with_a_valid_checkpoint(toy_data: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(INJECT_NAN_ENV, "3,4,5")
+    with pytest.raises(TrainingStopped, match="3 non-finite losses in a row"):
+        _run(toy_data, tmp_path, max_bad_steps=3)
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 2 and state["skipped_steps"] == 3
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_tensorboard_has_named_losses_lr_speed_metrics_and_images(toy_data: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _run(toy_data, tmp_path)
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/mse", "train/l1", "train/loss", "train/lr", "train/img_per_s", "val/score", "val/mae"} <= scalars
+    assert len(events.Scalars("train/mse")) == 8
+    assert "val/prediction_0" in events.Tags()["images"]
+
+
+def test_accumulation_early_stop_and_best(toy_data: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(ToyTask, "evaluate", lambda self, model, loader, device, output_dir=None: {"score": 1.0})
+    trainer = _run(toy_data, tmp_path, epochs=10, accumulate=2, early_stop_patience=2)
+    assert trainer.status == "early_stopped" and trainer.epoch == 3 and trainer.step == 6
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)
+    assert best["epoch"] == 1 and best["best_metric"] == 1.0
+
+
+def test_max_time_budget_ends_the_run(toy_data: Path, tmp_path: Path) -> None:
+    trainer = _run(toy_data, tmp_path, epochs=1, max_time="1s")
+    assert trainer.status == "time_budget"
+    assert trainer.epoch >= 1 and trainer.train_seconds >= 1.0
+    assert json.loads((tmp_path / "metrics.json").read_text())["final"]["score"] <= 0
+
+
+def test_load_for_inference_and_resume_class_mismatch(toy_data: Path, tmp_path: Path, monkeypatch) -> None:
+    from fashionvision.engine.checkpoint import load_for_inference
+    from fashionvision.tasks import TASKS
+
+    monkeypatch.setitem(TASKS, "toy", ("toy_task", "ToyTask"))
+    trainer = _run(toy_data, tmp_path / "run", epochs=1)
+    task, model, config = load_for_inference(tmp_path / "run")
+    assert isinstance(task, ToyTask) and task.class_names == ["red", "green"]
+    assert not model.training and config["model"]["name"] == "toy"
+    for name, value in trainer.ema.module.state_dict().items():  # EMA weights, not the raw ones
+        assert torch.equal(model.state_dict()[name], value)
+    task2, _, _ = load_for_inference(tmp_path / "run" / "checkpoints" / "last.pt", dataset_path=str(toy_data))
+    assert task2.data.folder == toy_data
+
+    other = make_toy_dataset(tmp_path / "other", n_train=4, n_val=2)
+    (other / "classes.txt").write_text("red\ngreen\nblue\n")
+    with pytest.raises(UserError, match="trained on 2 classes, the data has 3"):
+        _run(other, tmp_path / "run2", resume=str(tmp_path / "run" / "checkpoints" / "last.pt"))

@@ -1,0 +1,78 @@
+"""fashion-export: ONNX parity with PyTorch, dynamic batch, and predicting from the .onnx file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fashionvision.data.image_io import read_image
+from fashionvision.errors import UserError
+from fashionvision.export import DEFAULT_ATOL, export_onnx, read_metadata
+from fashionvision.predict import load_predictor
+
+PARITY_ATOL = DEFAULT_ATOL  # 1e-4 on raw fp32 outputs, the tolerance export promises
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_runs, tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("onnx")
+    out = {}
+    for kind, run in tiny_runs.items():
+        predictor = load_predictor(run)
+        report = export_onnx(predictor, folder / f"{kind}.onnx", atol=PARITY_ATOL)
+        out[kind] = (predictor, folder / f"{kind}.onnx", report)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["detector", "segmenter"])
+def test_onnx_raw_outputs_match_pytorch(exported, kind):
+    predictor, path, report = exported[kind]
+    assert path.is_file() and report["parity_ok"]
+    # batch 1, batch 2 (the dynamic batch axis) and another input height (dynamic spatial axes)
+    for key in ("max_abs_diff_batch1", "max_abs_diff_batch2", "max_abs_diff_other_size"):
+        assert 0 <= report[key] <= PARITY_ATOL, (key, report[key])
+    meta = read_metadata(path)
+    assert meta["task"]["task"] == predictor.task.name
+    assert meta["task"]["classes"] == predictor.class_names if kind == "detector" else True
+    assert meta["model_cfg"]["image_size"] == 64
+    if kind == "detector":
+        assert np.asarray(meta["buffers"]["anchors"]["data"]).shape == (3, 3, 2)
+
+
+@pytest.mark.parametrize("kind", ["detector", "segmenter"])
+def test_predict_from_onnx_equals_pytorch(exported, kind, shared_data):
+    """Same postprocessing on both paths: predictions agree to numerical noise."""
+    predictor, path, _ = exported[kind]
+    onnx_predictor = load_predictor(path)
+    assert onnx_predictor.kind == kind and onnx_predictor.class_names == predictor.class_names
+    image = read_image(shared_data / "fashionpedia-sample" / "input.jpg")
+    image = np.ascontiguousarray(image[::4, ::4])  # 256x171: the probability maps stay small
+    a, b = predictor(image, conf=0.001, iou=0.6), onnx_predictor(image, conf=0.001, iou=0.6)
+    if kind == "detector":
+        assert len(a["boxes"]) == len(b["boxes"]) > 0
+        np.testing.assert_allclose(b["boxes"], a["boxes"], atol=1e-2)
+        np.testing.assert_allclose(b["scores"], a["scores"], atol=1e-4)
+        np.testing.assert_array_equal(b["labels"], a["labels"])
+    else:
+        assert a["mask"].shape == b["mask"].shape == image.shape[:2]
+        assert (a["mask"] == b["mask"]).mean() > 0.999
+        np.testing.assert_allclose(b["probs"], a["probs"], atol=1e-4)
+
+
+def test_foreign_onnx_file_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), tmp_path / "foreign.onnx")
+    with pytest.raises(UserError, match="not exported by fashion-export"):
+        load_predictor(tmp_path / "foreign.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="not a readable ONNX file"):
+        load_predictor(tmp_path / "junk.onnx")

@@ -1,0 +1,94 @@
+"""fashion-serve's JSON API: good uploads give items, bad uploads a clear 4xx."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from PIL import Image
+
+from fashionvision.app.server import by_kind, create_app
+from fashionvision.errors import UserError
+from fashionvision.predict import load_predictor
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def models(tiny_runs) -> dict:
+    return by_kind([load_predictor(tiny_runs["detector"]), load_predictor(tiny_runs["segmenter"])])
+
+
+@pytest.fixture(scope="module")
+def client(models):
+    from fastapi.testclient import TestClient
+
+    # conf=0.001 so that the untrained tiny detector still lists items
+    return TestClient(create_app(models, max_upload_mb=0.5, conf=0.001))
+
+
+@pytest.fixture(scope="module")
+def photo_bytes(shared_data) -> bytes:
+    image = Image.open(shared_data / "fashionpedia-sample" / "input.jpg")
+    image.thumbnail((200, 200))  # small enough for the 0.5 MB test limit
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def test_health_lists_both_models(client):
+    body = client.get("/health").json()
+    assert body["status"] == "ok" and set(body["models"]) == {"detector", "segmenter"}
+    assert body["models"]["detector"]["task"] == "detection"
+
+
+def test_page_is_served(client):
+    response = client.get("/")
+    assert response.status_code == 200 and 'id="file"' in response.text and "predict" in response.text
+
+
+def test_good_upload_returns_items_from_both(client, photo_bytes):
+    response = client.post("/predict?model=both", files={"file": ("look.jpg", photo_bytes, "image/jpeg")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["file"] == "look.jpg" and body["width"] <= 200 and body["height"] == 200
+    assert [r["model"] for r in body["results"]] == ["detector", "segmenter"]
+    for result in body["results"]:
+        assert result["items"], f"{result['model']} found nothing"
+        assert result["image"].startswith("data:image/png;base64,")
+        drawn = Image.open(io.BytesIO(base64.b64decode(result["image"].split(",", 1)[1])))
+        assert drawn.size[1] == body["height"]
+    det, seg = body["results"]
+    assert {"class", "score", "box"} <= set(det["items"][0])
+    assert {"class", "pixels", "fraction"} <= set(seg["items"][0])
+
+
+def test_model_chosen_by_form_field(client, photo_bytes):
+    response = client.post("/predict", files={"file": ("a.jpg", photo_bytes, "image/jpeg")},
+                           data={"model": "segmenter"})
+    assert response.status_code == 200
+    assert [r["model"] for r in response.json()["results"]] == ["segmenter"]
+
+
+def test_non_image_upload_is_refused_clearly(client):
+    response = client.post("/predict?model=detector",
+                           files={"file": ("notes.txt", b"this is plain text, not a photo", "text/plain")})
+    assert response.status_code == 415
+    assert "'notes.txt' is not a usable image" in response.json()["error"]
+
+
+def test_empty_oversized_and_bad_model_are_4xx(client, photo_bytes):
+    empty = client.post("/predict", files={"file": ("empty.jpg", b"", "image/jpeg")})
+    assert empty.status_code == 400 and "empty" in empty.json()["error"]
+    big = client.post("/predict", files={"file": ("big.jpg", photo_bytes + b"\0" * 600_000, "image/jpeg")})
+    assert big.status_code == 413 and "0.5 MB" in big.json()["error"]
+    bad = client.post("/predict?model=classifier", files={"file": ("a.jpg", photo_bytes, "image/jpeg")})
+    assert bad.status_code == 400 and "detector, segmenter or both" in bad.json()["error"]
+    missing = client.post("/predict")
+    assert missing.status_code == 422
+
+
+def test_two_models_of_one_kind_are_refused(models):
+    with pytest.raises(UserError, match="both .* are detectors"):
+        by_kind([models["detector"], models["detector"]])
