@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import threading
@@ -61,12 +60,21 @@ def tree_pss_kb(root: int) -> int:
     return total
 
 
+# A fresh wrapper process per run, so RUSAGE_CHILDREN (max RSS, CPU) covers that run alone.
+WRAPPER = (
+    "import json, resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print('RUSAGE ' + json.dumps({'maxrss_kb': u.ru_maxrss, 'cpu': u.ru_utime + u.ru_stime}), flush=True); "
+    "sys.exit(code)"
+)
+
+
 def run_measured(args: list[str]) -> dict:
     """Run a command; return wall/CPU seconds, peak RSS, peak tree PSS and its output."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    process = subprocess.Popen([sys.executable, "-c", WRAPPER, *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, cwd=REPO)
     peak = {"pss": 0}
     done = threading.Event()
 
@@ -80,14 +88,16 @@ def run_measured(args: list[str]) -> dict:
     done.set()
     sampler.join()
     wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode != 0:
         raise SystemExit(f"command failed ({process.returncode}): {' '.join(args)}\n{output}")
+    lines = output.strip().splitlines()
+    usage = json.loads(lines[-1].split(" ", 1)[1])
+    output = "\n".join(lines[:-1])
     return {
         "command": " ".join(args),
         "wall_seconds": round(wall, 1),
-        "cpu_seconds": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
-        "peak_rss_largest_process_gb": round(after.ru_maxrss / 1024**2, 2),
+        "cpu_seconds": round(usage["cpu"], 1),
+        "peak_rss_largest_process_gb": round(usage["maxrss_kb"] / 1024**2, 2),
         "peak_pss_process_tree_gb": round(peak["pss"] / 1024**2, 2),
         "load_average_at_start": round(load, 2),
         "summary": output.strip().splitlines()[-12:],
@@ -113,8 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
     synthetic = args.work / "fashionpedia" / "synthetic_train.json"
-    generated = write_synthetic(synthetic, args.images, args.annotations, 180,
-                                0, REPO.parent / "shared/data/fashionpedia-sample/category_attributes_descriptions.json")
+    sidecar = synthetic.with_suffix(".counts.json")
+    wanted = {"images": args.images, "annotations": args.annotations}
+    previous = json.loads(sidecar.read_text()) if sidecar.is_file() and synthetic.is_file() else {}
+    if {k: previous.get(k) for k in wanted} == wanted:
+        generated = previous  # same parameters: reuse the file (generation takes a minute)
+    else:
+        generated = write_synthetic(synthetic, args.images, args.annotations, 180, 0,
+                                    REPO.parent / "shared/data/fashionpedia-sample/category_attributes_descriptions.json")
+        sidecar.write_text(json.dumps(generated))
     common = ["fashionpedia", f"source={synthetic.parent}", "fashionpedia.files=[synthetic_train.json]",
               "fashionpedia.require_images=false", "workers=2"]
     runs = {"boxes_only": run_measured(convert_args(*common, f"output={args.work}/out-boxes", "fashionpedia.masks=false"))}

@@ -100,19 +100,13 @@ def prepare_data(args) -> Path:
     return out
 
 
-def bench_model(name: str, args, device: torch.device, data: Path, peak: float | None) -> dict:
+def bare_step_and_inference(task, args, device: torch.device, peak: float | None) -> dict:
+    """Bare training step and inference speed on one real batch already on the device."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fashionvision.cli._hydra import compose
-    from fashionvision.engine.build import build_task, to_device
+    from fashionvision.engine.build import to_device
     from fashionvision.engine.schedule import build_optimizer
-    from fashionvision.engine.trainer import Trainer
 
-    overrides = [*MODELS[name], f"dataset.path={data}", f"model.image_size={args.image_size}"]
-    if args.quick and name == "yolo":
-        overrides.append("model.width=0.0625")
-    cfg = compose("train", overrides)
-    task = build_task(cfg)
     amp = device.type == "cuda" and args.amp == "bf16"
     cl = device.type == "cuda"
     dataset = task.build_dataset("train", train=True, limit=args.batch, cache=False)
@@ -138,10 +132,9 @@ def bench_model(name: str, args, device: torch.device, data: Path, peak: float |
         optimizer.zero_grad(set_to_none=True)
 
     model.train()
-    step_s = timed(step, device, args.warmup, args.steps)
-    train_ips = args.batch / step_s
-    result = {"model": name, "overrides": overrides, "batch": args.batch, "image_size": args.image_size,
-              "amp": "bf16" if amp else "none", "channels_last": cl, "compile": args.compile,
+    train_ips = args.batch / timed(step, device, args.warmup, args.steps)
+    result = {"batch": args.batch, "image_size": args.image_size, "amp": "bf16" if amp else "none",
+              "channels_last": cl, "compile": args.compile,
               "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
               "fwd_gflop_per_img": fwd_flops / 1e9, "train_img_s": train_ips,
               "train_tflops": 3 * fwd_flops * train_ips / 1e12}
@@ -159,9 +152,22 @@ def bench_model(name: str, args, device: torch.device, data: Path, peak: float |
         result[f"infer_b{bs}_img_s"] = ips
         result[f"infer_b{bs}_tflops"] = fwd_flops * ips / 1e12
         result[f"infer_b{bs}_peak_share"] = fwd_flops * ips / 1e12 / peak if peak else None
-    del model, train_model, optimizer, batch
+    return result
+
+
+def bench_model(name: str, args, device: torch.device, data: Path, peak: float | None) -> dict:
+    from fashionvision.cli._hydra import compose
+    from fashionvision.engine.build import build_task
+    from fashionvision.engine.trainer import Trainer
+
+    overrides = [*MODELS[name], f"dataset.path={data}", f"model.image_size={args.image_size}"]
+    if args.quick and name == "yolo":
+        overrides.append("model.width=0.0625")
+    cfg = compose("train", overrides)
+    task = build_task(cfg)
+    result = {"model": name, "overrides": overrides, **bare_step_and_inference(task, args, device, peak)}
     if device.type == "cuda":
-        torch.cuda.empty_cache()
+        torch.cuda.empty_cache()  # the bare-step model is gone; the loop builds its own
 
     # the real loop: Trainer setup + whole epochs; the first epoch (cache filling, warm-up) is dropped
     trainer_cfg = {**cfg["trainer"], "device": str(device), "batch_size": args.batch, "workers": args.workers,
@@ -177,7 +183,7 @@ def bench_model(name: str, args, device: torch.device, data: Path, peak: float |
             trainer.batch_in_epoch = 0
         trainer.logger.close()
     result["e2e_img_s"] = max(speeds[1:] or speeds)
-    result["e2e_vs_bare"] = result["e2e_img_s"] / train_ips
+    result["e2e_vs_bare"] = result["e2e_img_s"] / result["train_img_s"]
     return result
 
 

@@ -23,7 +23,6 @@ import logging
 import platform
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -179,7 +178,13 @@ def device_name(device: torch.device) -> str:
     """A human name for the device timings were taken on."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"CPU {model}, {torch.get_num_threads()} threads"
 
 
 def count_flops(predictor: Predictor, image_hw: tuple[int, int]) -> tuple[float | None, list[int]]:

@@ -106,6 +106,8 @@ def render_markdown(report: dict) -> str:
     lines += ["", "## Segmentation metrics", "",
               "Confusion-matrix metrics of the segmenter's masks and of masks painted from the detector's boxes "
               "(lowest score first, above the detector's drawing threshold).", "",
+              "mIoU is over the classes present in the ground truth; the next column keeps only those that boxes "
+              "can give (background and the detection classes: never hair or skin).", "",
               "| source | mIoU | mIoU (classes boxes can give) | pixel acc | mean class acc | fwIoU |", "|---|---|---|---|---|---|"]
     for k, label in (("segmenter", "segmenter masks"), ("detector", "detector boxes -> masks")):
         m = seg[k]
@@ -133,7 +135,8 @@ def render_markdown(report: dict) -> str:
               f"img/s (batch {speed['detector']['batch_large']}) |", "|---|---|---|---|---|---|"]
     for k in FAMILIES:
         m = speed[k]
-        lines.append(f"| {k} | {m['params']:,} | {_fmt(m['gflops'], 2)} | {'x'.join(map(str, m['input_shape'][1:]))} "
+        params = "-" if m["params"] is None else f"{m['params']:,}"
+        lines.append(f"| {k} | {params} | {_fmt(m['gflops'], 2)} | {'x'.join(map(str, m['input_shape'][1:]))} "
                      f"| {_fmt(m['ms_per_image_small'], 1)} | {_fmt(m['images_per_s_large'], 1)} |")
     lines += ["", "## Figures", "", f"![grid]({report['figures']['grid']})", "",
               "Columns: original, ground truth (mask and boxes), detector (boxes above its drawing threshold), "

@@ -149,7 +149,7 @@ def export_onnx(predictor: Predictor, output: str | Path, opset: int = DEFAULT_O
     meta = {
         "format": 1,
         "task": task.describe(),
-        "config": {k: predictor.config.get(k) for k in ("model", "augment", "anchors")},
+        "config": {k: predictor.config.get(k) for k in ("model", "augment", "anchors", "dataset")},
         "model_cfg": task.model_cfg,
         "input": {"dtype": str(x.dtype).removeprefix("torch."), "example_shape": list(x.shape)},
         "outputs": {"structure": structure, "names": output_names},

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,9 @@ def create_app(models: dict[str, Predictor], max_upload_mb: float = 10.0, conf: 
         try:
             rgb = decode_image_bytes(data, name=name, max_pixels=max_pixels)
         except ImageReadError as exc:
-            raise HTTPException(415, f"'{name}' is not a usable image: {exc.reason}") from exc
+            # PIL names the in-memory buffer in its message; the user knows it as their file
+            reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the upload", exc.reason)
+            raise HTTPException(415, f"'{name}' is not a usable image: {reason}") from exc
         results = run_models(models, rgb, which, conf, iou, with_image=image)
         return {"file": name, "width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "results": results}
 

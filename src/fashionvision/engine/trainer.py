@@ -107,7 +107,9 @@ class Trainer:
 
         limit = cfg.limit_images
         self.train_set = EpochAware(task.build_dataset("train", train=True, limit=limit, cache=cfg.cache_images))
-        self.val_set = task.build_dataset("val", train=False, limit=limit, cache=cfg.cache_images)
+        # only rank 0 validates (mAP does not split across ranks), so only it holds the split
+        self.val_set = (task.build_dataset("val", train=False, limit=limit, cache=cfg.cache_images)
+                        if self.dist.is_main else [])
         if len(self.train_set) == 0:
             raise UserError("the training split is empty")
         per_step = cfg.batch_size * self.dist.world_size
@@ -190,6 +192,10 @@ class Trainer:
         for key in ("epoch", "batch_in_epoch", "step", "batches_seen", "skipped_steps", "bad_in_row",
                     "epochs_without_gain", "best_epoch"):
             setattr(self, key, int(state.get(key, 0)))
+        if self.batch_in_epoch and int(state.get("world_size", 1)) != self.dist.world_size:
+            log.warning("checkpoint was written by %s processes, this run has %d: epoch %d restarts from its "
+                        "first batch", state.get("world_size"), self.dist.world_size, self.epoch + 1)
+            self.batch_in_epoch = 0
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.best_metric = float(state.get("best_metric", -math.inf))
         self.metrics = dict(state.get("metrics") or {})
@@ -276,16 +282,18 @@ class Trainer:
                 total = sum(losses.values())
                 if self.batches_seen in self.inject_nan:
                     total = total * float("nan")
-                finite = du.all_true(bool(torch.isfinite(total.detach()).item()), self.device)
+                # one device->host copy per batch for the NaN check and the logged values
+                values = dict(zip(["loss", *losses], torch.stack(
+                    [total.detach().float(), *(v.detach().float() for v in losses.values())]).tolist()))
+                finite = du.all_true(math.isfinite(values["loss"]), self.device)
                 if finite:
                     self.scaler.scale(total / cfg.accumulate).backward()
             images += int(batch["images"].shape[0])
             if finite:
                 self.bad_in_row = 0
                 accumulated += 1
-                for name, value in losses.items():
-                    sums[name] = sums.get(name, 0.0) + float(value.detach())
-                sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
+                for name, value in values.items():
+                    sums[name] = sums.get(name, 0.0) + value
                 counted += 1
                 if not final_micro:
                     continue
@@ -326,9 +334,7 @@ class Trainer:
                 shown["left"] = f"{max(cfg.max_seconds - self.train_seconds, 0):.0f}s"
             bar.set_postfix(shown, refresh=False)
             if self.step % cfg.log_every_steps == 0:
-                self.logger.scalars("train", {**{k: float(v.detach()) for k, v in losses.items()},
-                                              "loss": float(total.detach()), "lr": lr, "img_per_s": speed},
-                                    self.step)
+                self.logger.scalars("train", {**values, "lr": lr, "img_per_s": speed}, self.step)
             self.on_step_end(self.step, current)
             if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0:
                 self.save()
@@ -376,6 +382,7 @@ class Trainer:
             self.status = "running"
             while (cfg.max_seconds is not None or self.epoch < cfg.epochs) and not self._sync_stop():
                 train_losses = self.train_one_epoch()
+                du.broadcast_buffers(self.model)
                 if self._stop_signal:  # preempted: save where we are, validate after the restart
                     self.save()
                     self.status = "preempted"

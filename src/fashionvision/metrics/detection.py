@@ -13,6 +13,7 @@ per-class table (instances, AP50, AP), precision and recall at the operating poi
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 from pathlib import Path
@@ -60,7 +61,7 @@ def run_cocoeval(gt: dict, results: list[dict]):
         coco_gt = COCO()
         coco_gt.dataset = json.loads(json.dumps(gt))
         coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(results)
+        coco_dt = coco_gt.loadRes(copy.deepcopy(results))  # loadRes adds keys to the dicts
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         ev.evaluate()
         ev.accumulate()
