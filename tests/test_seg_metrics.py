@@ -76,7 +76,7 @@ def test_report_files(tmp_path):
     metrics = write_report(EXPECTED, NAMES, tmp_path, extra={"images": 2})
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["miou"] == pytest.approx(metrics["miou"]) and saved["images"] == 2
-    assert [r["name"] for r in saved["per_class"]] == NAMES
+    assert [r["class"] for r in saved["per_class"]] == NAMES
     for name in ("confusion_matrix.png", "per_class_iou.png"):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000

@@ -34,6 +34,18 @@ def rewrite_bare_word(argv: list[str], key: str | None) -> list[str]:
     return argv
 
 
+def rename_args(argv: list[str], renames: dict[str, str] | None) -> list[str]:
+    """``old=V`` -> ``new=V`` for each rename: ``dataset=DIR`` would otherwise be read by Hydra
+    as a choice in the ``dataset`` config group."""
+    if not renames:
+        return argv
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        out.append(f"{renames[key]}={value}" if sep and key in renames else arg)
+    return out
+
+
 def run_dir() -> Path:
     """The current Hydra run folder (where every command writes what it produces)."""
     from hydra.core.hydra_config import HydraConfig
@@ -41,7 +53,8 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_key: str | None = None) -> None:
+def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_key: str | None = None,
+              renames: dict[str, str] | None = None) -> None:
     """Run ``body(cfg)`` as a Hydra app; exit with its return code (0 when None).
 
     Errors that are the user's (``UserError``) print one clear line instead of a traceback.
@@ -51,7 +64,7 @@ def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_ke
 
     from fashionvision.errors import UserError
 
-    sys.argv = rewrite_bare_word(sys.argv, bare_word_key)
+    sys.argv = rename_args(rewrite_bare_word(sys.argv, bare_word_key), renames)
     if not any(a.startswith("hydra.job.name=") for a in sys.argv):
         # run folders are named after the command (outputs/train/..., outputs/eval/...)
         sys.argv.append(f"hydra.job.name={config_name}")

@@ -5,7 +5,6 @@ Writes report.md, report.json, grid.png and per_class.png (see :mod:`fashionvisi
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from fashionvision.cli._hydra import run_dir, run_hydra
@@ -32,14 +31,9 @@ def compare(cfg: dict) -> int:
     return 0
 
 
-def rename_dataset_arg(argv: list[str]) -> list[str]:
-    """``dataset=DIR`` -> ``data=DIR``: Hydra would read ``dataset=`` as the config group of that name."""
-    return [f"data={a.split('=', 1)[1]}" if a.startswith("dataset=") else a for a in argv]
-
-
 def main() -> None:
-    sys.argv = rename_dataset_arg(sys.argv)
-    run_hydra("compare", compare)
+    # `dataset=DIR` is accepted as an alias of `data=DIR`
+    run_hydra("compare", compare, renames={"dataset": "data"})
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ log = logging.getLogger("fashionvision")
 
 def _dataset_path(cfg: dict, config: dict) -> str:
     """``dataset=DIR`` if given, else the converted folder the checkpoint was trained on."""
-    given = cfg.get("dataset")
+    given = cfg.get("data")
     if isinstance(given, dict):  # tolerate `dataset.path=DIR`
         given = given.get("path")
     path = given or (config.get("dataset") or {}).get("path")
@@ -80,7 +80,8 @@ def _print(report: dict, output: Path) -> None:
         print(f"  {'class':24s} " + " ".join(f"{c:>9s}" for c in cols))
         for r in rows:
             print(f"  {str(r['class'])[:24]:24s} " + " ".join(
-                f"{r[c]:9.3f}" if isinstance(r[c], float) else f"{r[c]:9}" for c in cols))
+                f"{r[c]:9.3f}" if isinstance(r[c], float) else f"{'-' if r[c] is None else r[c]!s:>9}"
+                for c in cols))
     print(f"report written to {output}")
 
 
@@ -93,7 +94,7 @@ def main_body(cfg: dict) -> int:
 
 def main() -> None:
     # `fashion-eval RUN_DIR` -> `ckpt=RUN_DIR`
-    run_hydra("eval", main_body, bare_word_key="ckpt")
+    run_hydra("eval", main_body, bare_word_key="ckpt", renames={"dataset": "data"})
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def metrics_from_confusion(matrix: np.ndarray, class_names: list[str] | None = N
     Returns:
         a JSON-ready dict: ``miou``, ``miou_all``, ``pixel_acc``, ``mean_class_acc``,
         ``fwiou``, ``classes_present``, ``num_classes``, ``pixels``, and ``per_class``: a
-        list of ``{name, iou, acc, gt_pixels, pred_pixels, present}`` (``iou``/``acc`` None
+        list of ``{class, iou, acc, gt_pixels, pred_pixels, present}`` (``iou``/``acc`` None
         where undefined).
     """
     matrix = np.asarray(matrix, dtype=np.float64)
@@ -98,7 +98,7 @@ def metrics_from_confusion(matrix: np.ndarray, class_names: list[str] | None = N
         "num_classes": c,
         "pixels": int(total),
         "per_class": [
-            {"name": names[i], "iou": None if np.isnan(iou[i]) else float(iou[i]),
+            {"class": names[i], "iou": None if np.isnan(iou[i]) else float(iou[i]),
              "acc": None if np.isnan(acc[i]) else float(acc[i]),
              "gt_pixels": int(gt[i]), "pred_pixels": int(pred[i]), "present": bool(present[i])}
             for i in range(c)
@@ -152,7 +152,7 @@ def plot_iou_bars(metrics: dict, path: str | Path) -> Path:
     fig = _figure((10, max(3.0, 0.25 * len(rows) + 1.5)))
     ax = fig.subplots()
     ax.barh(range(len(rows)), [r["iou"] or 0.0 for r in rows], color="tab:blue")
-    ax.set_yticks(range(len(rows)), [f"{r['name']} ({r['gt_pixels']:,} px)" for r in rows], fontsize=7)
+    ax.set_yticks(range(len(rows)), [f"{r['class']} ({r['gt_pixels']:,} px)" for r in rows], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.axvline(metrics["miou"], color="tab:red", linestyle="--", label=f"mIoU {metrics['miou']:.3f}")

@@ -101,6 +101,8 @@ class DetectionTask(Task):
             from fashionvision.models.yolo_loss import YOLOLoss
 
             c = self.model_cfg
+            if str(c.get("box_loss", "ciou")).lower() != "ciou":
+                raise UserError(f"model.box_loss={c.get('box_loss')} is not supported; use ciou")
             self._criterion = YOLOLoss(
                 len(self.class_names), ignore_iou=float(c.get("ignore_iou", 0.5)),
                 loss_weights=c.get("loss_weights"), xy_scale=float(c.get("xy_scale", 1.0)),

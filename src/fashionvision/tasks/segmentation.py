@@ -267,7 +267,10 @@ class SegmentationTask(Task):
         return mask_legend(out, mask, self.class_names, colors, ignore_index=self.ignore_index)
 
     def describe(self) -> dict:
+        # classes = what the model predicts (mask labels); det_classes rebuild the dataset's
+        # detection list for inference without the data (engine.checkpoint.load_for_inference)
         return {**super().describe(), "model": "unet", "mask_classes": self.class_names,
+                "det_classes": list(self.data.classes),
                 "image_size": self.image_size, "ignore_index": self.ignore_index,
                 "encoder": self.model_cfg.get("encoder")}
 
