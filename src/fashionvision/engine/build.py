@@ -103,6 +103,9 @@ class EpochAware(Dataset):
 
 
 def _seed_worker(worker_id: int) -> None:
+    from fashionvision.data.dataset import worker_init
+
+    worker_init(worker_id)  # one OpenCV thread per worker: the workers are the parallelism
     # torch seeds `torch` and `random` in each worker from the loader's generator; numpy too
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)

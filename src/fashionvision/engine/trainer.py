@@ -106,10 +106,15 @@ class Trainer:
         du.barrier()
 
         limit = cfg.limit_images
+        task.gpu_color = bool(cfg.gpu_augment and self.cuda)
+        if not self.dist.is_main:
+            du.barrier()  # rank 0 builds the decoded-image cache files first; the others reuse them
         self.train_set = EpochAware(task.build_dataset("train", train=True, limit=limit, cache=cfg.cache_images))
         # only rank 0 validates (mAP does not split across ranks), so only it holds the split
         self.val_set = (task.build_dataset("val", train=False, limit=limit, cache=cfg.cache_images)
                         if self.dist.is_main else [])
+        if self.dist.is_main:
+            du.barrier()
         if len(self.train_set) == 0:
             raise UserError("the training split is empty")
         per_step = cfg.batch_size * self.dist.world_size
@@ -271,8 +276,7 @@ class Trainer:
             self.batch_in_epoch += 1
             self.batches_seen += 1
             batch = to_device(batch, self.device, self.channels_last)
-            if cfg.gpu_augment and self.cuda:
-                batch = task.gpu_augment(batch)
+            batch = task.gpu_augment(batch)  # a no-op unless task.gpu_color
             final_micro = accumulated + 1 >= cfg.accumulate or self.batch_in_epoch == self.batches_per_epoch
             # gradients are all-reduced once per optimizer step, not once per micro-batch
             sync = self._ddp.no_sync if (self._ddp is not None and not final_micro) else contextlib.nullcontext

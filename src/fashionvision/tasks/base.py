@@ -51,6 +51,8 @@ class Task(ABC):
         self.data = data
         self.augment_cfg = dict(augment_cfg or {})
         self.anchors_cfg = dict(anchors_cfg or {})
+        #: set by the engine when colour jitter runs on the GPU (gpu_augment) instead of in the loader
+        self.gpu_color = False
 
     @property
     def class_names(self) -> list[str]:
@@ -95,7 +97,20 @@ class Task(ABC):
         """
 
     def gpu_augment(self, batch: dict) -> dict:
-        """Optional augmentation of a batch already on the GPU (colour jitter)."""
+        """Colour jitter of a training batch already on the GPU, when :attr:`gpu_color` is set.
+
+        The loader then skips colour work (``color_on_cpu=False``), which is the costliest part
+        of CPU augmentation after decoding; geometry stays in the loader because boxes and masks
+        must follow it.
+        """
+        if not self.gpu_color:
+            return batch
+        from fashionvision.data.gpu_augment import gpu_color_jitter
+
+        a = self.augment_cfg
+        batch["images"] = gpu_color_jitter(batch["images"], float(a.get("hsv_h", 0)), float(a.get("hsv_s", 0)),
+                                           float(a.get("hsv_v", 0)), float(a.get("contrast", 0)),
+                                           max_value=255.0)
         return batch
 
     def draw(self, image: "Any", prediction: dict) -> "Any":

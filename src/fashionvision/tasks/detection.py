@@ -117,7 +117,8 @@ class DetectionTask(Task):
 
         return FashionDataset(self.data, split, self.image_size, train, self.augment_cfg,
                               task="detection", limit=limit, cache=cache,
-                              seed=int(self.model_cfg.get("seed", 0)))
+                              seed=int(self.model_cfg.get("seed", 0)),
+                              color_on_cpu=not (train and self.gpu_color))
 
     def collate(self, items: list[dict]) -> dict:
         from fashionvision.data.dataset import detection_collate
