@@ -13,11 +13,9 @@ import math
 import torch
 from torch import nn
 
+from fashionvision.tasks.base import unwrap  # the engine imports it from here too
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DDP and ``torch.compile`` wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
+
 
 
 class ModelEMA:

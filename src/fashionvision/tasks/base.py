@@ -31,6 +31,15 @@ from torch.utils.data import Dataset
 from fashionvision.data.converted import ConvertedDataset
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP and ``torch.compile`` wrappers (in any nesting)."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
+
+
 class Task(ABC):
     """A model family as the engine sees it.
 

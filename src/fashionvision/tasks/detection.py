@@ -20,18 +20,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fashionvision.errors import UserError
-from fashionvision.tasks.base import Task
+from fashionvision.tasks.base import Task, unwrap
 
 log = logging.getLogger(__name__)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside DDP / ``torch.compile`` wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            return model
-        model = inner
 
 
 def _base_dataset(dataset: Any) -> Any:

@@ -26,18 +26,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fashionvision.errors import UserError
-from fashionvision.tasks.base import Task
+from fashionvision.tasks.base import Task, unwrap
 
 log = logging.getLogger(__name__)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside DDP / ``torch.compile`` wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            return model
-        model = inner
 
 
 def logits_to_original(logits: torch.Tensor, meta: dict) -> torch.Tensor:
@@ -101,7 +92,8 @@ class SegmentationTask(Task):
                             "folder; convert it again")
         return FashionDataset(self.data, split, self.image_size, train, self.augment_cfg,
                               task="segmentation", limit=limit, cache=cache,
-                              seed=int(self.model_cfg.get("seed", 0)), ignore_index=self.ignore_index)
+                              seed=int(self.model_cfg.get("seed", 0)), ignore_index=self.ignore_index,
+                              color_on_cpu=not (train and self.gpu_color))
 
     def collate(self, items: list[dict]) -> dict:
         from fashionvision.data.dataset import segmentation_collate
