@@ -16,8 +16,6 @@ from torch import nn
 from fashionvision.tasks.base import unwrap  # the engine imports it from here too
 
 
-
-
 class ModelEMA:
     """An averaged copy of a model, updated after every optimizer step."""
 
