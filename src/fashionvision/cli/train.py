@@ -41,19 +41,15 @@ def ensure_dataset(cfg: dict) -> None:
         raise UserError(f"dataset.path='{path}' is not converted yet; under torchrun convert it first with {how}")
     source = Path(dataset.get("source") or "")
     if name == "ccp" and not source.is_dir():
-        try:
-            from fashionvision.download import ensure_ccp
-        except ImportError as exc:
-            raise UserError(f"CCP is not at '{source}' and the downloader is unavailable ({exc})") from exc
+        from fashionvision.download import ensure_ccp
+
         log.info("CCP not found at %s: downloading it", source)
         ensure_ccp(source)
     if not source.is_dir():
         raise UserError(f"dataset '{name}' is neither converted at '{path}' nor present at dataset.source="
                         f"'{source}'; download it there (see data/README.md) or set dataset.path")
-    try:
-        from fashionvision.convert import get_converter
-    except ImportError as exc:
-        raise UserError(f"cannot convert '{name}' automatically ({exc}); run {how}") from exc
+    from fashionvision.convert import get_converter
+
     log.info("converting %s from %s into %s (first run only)", name, source, path)
     get_converter(name)(source, path)
 
