@@ -152,8 +152,11 @@ def summarize(gt: dict, results: list[dict], class_names: Sequence[str], ev=None
     return metrics
 
 
-def plot_pr_curve(ev, class_names: Sequence[str], path: Path) -> None:
-    """Mean precision-recall curve at IoU 0.5 (and the 5 most frequent classes, thin)."""
+def plot_pr_curve(ev, class_names: Sequence[str], path: Path, instances: dict | None = None) -> None:
+    """Mean precision-recall curve at IoU 0.5 (and the 5 most frequent classes, thin).
+
+    ``instances`` maps category id to its ground-truth count (picks the frequent classes).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,7 +167,9 @@ def plot_pr_curve(ev, class_names: Sequence[str], path: Path) -> None:
     if ev is not None:
         p = ev.eval["precision"][0, :, :, 0, -1]  # [R, K]
         valid = (p > -1).any(0)
-        for k in np.where(valid)[0][:5]:
+        counts = instances or {}
+        frequent = sorted(np.where(valid)[0], key=lambda k: -counts.get(ev.params.catIds[k], 0))[:5]
+        for k in frequent:
             ax.plot(recall, np.clip(p[:, k], 0, 1), lw=0.8, alpha=0.6,
                     label=str(class_names[ev.params.catIds[k]]))
         if valid.any():
@@ -215,7 +220,10 @@ def write_report(output_dir: str | Path, gt: dict, results: list[dict], class_na
     metrics.update(extra or {})
     atomic_write_text(out / "predictions.json", json.dumps(results))
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    plot_pr_curve(ev, class_names, out / "pr_curve.png")
+    instances: dict = {}
+    for annotation in gt["annotations"]:
+        instances[annotation["category_id"]] = instances.get(annotation["category_id"], 0) + 1
+    plot_pr_curve(ev, class_names, out / "pr_curve.png", instances)
     plot_confusion_matrix(cm, class_names, out / "confusion_matrix.png")
     return metrics
 
