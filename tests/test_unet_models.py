@@ -13,12 +13,7 @@ from fashionvision.models.unet import UNet, build_unet, load_weights
 from fashionvision.models.vanilla_unet import VanillaUNet, level_channels
 
 
-@pytest.fixture(autouse=True)
-def _two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 @pytest.mark.parametrize("encoder,size", [("vanilla", (67, 45)), ("vanilla", (33, 97)),

@@ -17,12 +17,7 @@ from fashionvision.tasks.segmentation import SegmentationTask, logits_to_origina
 TINY = {"name": "unet", "encoder": "vanilla", "width": 0.25, "image_size": 128, "loss": "ce+dice"}
 
 
-@pytest.fixture(autouse=True)
-def _two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def test_registry_names_the_segmentation_task():
