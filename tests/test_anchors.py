@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fashionvision.annotations import Record
-from fashionvision.anchors import (
+from fashionvision.data.annotations import Record
+from fashionvision.families.yolov3.anchors import (
     COCO_ANCHORS,
     box_shapes_for_training,
     ensure_anchors,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashionvision.annotations import (
+from fashionvision.data.annotations import (
     AnnotationError,
     Record,
     parse_annotations,

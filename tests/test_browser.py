@@ -36,7 +36,7 @@ def _free_port() -> int:
 def server_url(tiny_runs):
     uvicorn = pytest.importorskip("uvicorn")
     from fashionvision.app.server import by_kind, create_app
-    from fashionvision.predict import load_predictor
+    from fashionvision.inference.predictor import load_predictor
 
     models = by_kind([load_predictor(tiny_runs["detector"]), load_predictor(tiny_runs["segmenter"])])
     port = _free_port()

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from fashionvision.cli._hydra import compose
-from fashionvision.compare import check_compatible, evaluate_both
-from fashionvision.compare_report import SECTIONS, run_compare
+from fashionvision.compare.evaluation import check_compatible, evaluate_both
+from fashionvision.compare.report import SECTIONS, run_compare
 from fashionvision.data.converted import ConvertedDataset
 from fashionvision.data.image_io import read_image
 from fashionvision.errors import UserError
-from fashionvision.predict import load_predictor
+from fashionvision.inference.predictor import load_predictor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

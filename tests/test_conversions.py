@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fashionvision.convert_outputs import (
+from fashionvision.compare.convert_outputs import (
     boxes_from_mask,
     class_map_by_name,
     invert_class_map,

@@ -12,7 +12,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from fashionvision.annotations import read_annotations, validate_file
+from fashionvision.data.annotations import read_annotations, validate_file
 from fashionvision.convert import CONVERTERS, ccp, common, get_converter
 from fashionvision.data.converted import SPLITS, ConvertedDataset
 from fashionvision.errors import UserError

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fashionvision.annotations import validate_file
+from fashionvision.data.annotations import validate_file
 from fashionvision.convert import deepfashion
 from fashionvision.data.converted import SPLITS, ConvertedDataset
 from fashionvision.errors import UserError

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from fashionvision.annotations import validate_file
+from fashionvision.data.annotations import validate_file
 from fashionvision.convert import fashionpedia, masks
 from fashionvision.data.converted import SPLITS, ConvertedDataset
 from fashionvision.errors import UserError

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fashionvision.download import check_ccp_layout, download_ccp, ensure_ccp, is_ccp
+from fashionvision.convert.download import check_ccp_layout, download_ccp, ensure_ccp, is_ccp
 from fashionvision.errors import UserError
 
 TOP = "clothing-co-parsing-master"

@@ -17,8 +17,8 @@ import torch
 from fashionvision.data.converted import ConvertedDataset
 from fashionvision.data.dataset import FashionDataset
 from fashionvision.data.image_io import read_image
-from fashionvision.predict import load_predictor, prepare_images
-from fashionvision.predict_files import predict_source
+from fashionvision.inference.predictor import load_predictor, prepare_images
+from fashionvision.inference.files import predict_source
 from fashionvision.tasks import task_class
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

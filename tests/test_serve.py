@@ -10,7 +10,7 @@ from PIL import Image
 
 from fashionvision.app.server import by_kind, create_app
 from fashionvision.errors import UserError
-from fashionvision.predict import load_predictor
+from fashionvision.inference.predictor import load_predictor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""Drawing helpers (fashionvision.visualize) and the fashion-show command."""
+"""Drawing helpers (fashionvision.tasks.visualize) and the fashion-show command."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashionvision.annotations import read_annotations
+from fashionvision.data.annotations import read_annotations
 from fashionvision.cli.show import show
 from fashionvision.data.image_io import read_image
 from fashionvision.errors import UserError
-from fashionvision.visualize import class_colors, draw_boxes, draw_legend, mask_legend, overlay_mask
+from fashionvision.tasks.visualize import class_colors, draw_boxes, draw_legend, mask_legend, overlay_mask
 
 
 def test_class_colors_deterministic_and_distinct():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-import fashionvision.download as download
-from fashionvision.annotations import read_annotations
+import fashionvision.convert.download as download
+from fashionvision.data.annotations import read_annotations
 from fashionvision.cli._hydra import compose
 from fashionvision.cli.train import ensure_dataset
 from fashionvision.errors import UserError

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from fashionvision.errors import UserError
-from fashionvision.models import build_model
-from fashionvision.models.seg_losses import (SegmentationLoss, class_weights_from_frequencies,
+from fashionvision.families import build_model
+from fashionvision.families.unet.losses import (SegmentationLoss, class_weights_from_frequencies,
                                              cross_entropy, dice_loss, pixel_frequencies)
-from fashionvision.models.unet import UNet, build_unet, load_weights
-from fashionvision.models.vanilla_unet import VanillaUNet, level_channels
+from fashionvision.families.unet.model import UNet, build_unet, load_weights
+from fashionvision.families.unet.vanilla import VanillaUNet, level_channels
 
 
 pytestmark = pytest.mark.usefixtures("two_torch_threads")

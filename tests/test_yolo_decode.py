@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fashionvision.models.yolo_decode import decode_outputs, decode_xywh, encode_xywh, nms
+from fashionvision.families.yolov3.decode import decode_outputs, decode_xywh, encode_xywh, nms
 
 
 @pytest.mark.parametrize("xy_scale", [1.0, 1.1, 2.0])

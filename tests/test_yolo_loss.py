@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from fashionvision.models.yolo_loss import YOLOLoss, assign_targets, shape_iou
-from fashionvision.models.yolov3 import COCO_ANCHORS_PX, YOLOv3
+from fashionvision.families.yolov3.loss import YOLOLoss, assign_targets, shape_iou
+from fashionvision.families.yolov3.model import COCO_ANCHORS_PX, YOLOv3
 
 ANCHORS = torch.tensor(COCO_ANCHORS_PX, dtype=torch.float32).view(3, 3, 2)
 SHAPES = [(52, 52), (26, 26), (13, 13)]  # 416 x 416 input

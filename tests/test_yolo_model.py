@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from fashionvision.models import build_model
-from fashionvision.models.darknet import Darknet53
-from fashionvision.models.yolov3 import YOLOv3, build_yolov3
+from fashionvision.families import build_model
+from fashionvision.families.yolov3.darknet import Darknet53
+from fashionvision.families.yolov3.model import YOLOv3, build_yolov3
 
 
 def test_published_parameter_count_and_layer_count():

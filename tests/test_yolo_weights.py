@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fashionvision.errors import UserError
-from fashionvision.models.darknet_weights import read_darknet, write_darknet
-from fashionvision.models.yolov3 import YOLOv3
+from fashionvision.families.yolov3.darknet_weights import read_darknet, write_darknet
+from fashionvision.families.yolov3.model import YOLOv3
 
 
 def _model(seed: int, num_classes: int = 5) -> YOLOv3:

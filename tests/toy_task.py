@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from fashionvision.annotations import Record, write_annotations, write_classes
+from fashionvision.data.annotations import Record, write_annotations, write_classes
 from fashionvision.data.converted import ConvertedDataset
 from fashionvision.data.image_io import read_image
 from fashionvision.tasks.base import Task

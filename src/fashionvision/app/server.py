@@ -28,8 +28,8 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from fashionvision.data.image_io import ImageReadError, decode_image_bytes
 from fashionvision.errors import UserError
-from fashionvision.predict import Predictor, model_info
-from fashionvision.predict_files import describe, draw
+from fashionvision.inference.predictor import Predictor, model_info
+from fashionvision.inference.files import describe, draw
 
 log = logging.getLogger("fashionvision")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from fashionvision.anchors import COCO_ANCHORS, compute_anchors, format_anchors, save_anchors
+from fashionvision.families.yolov3.anchors import COCO_ANCHORS, compute_anchors, format_anchors, save_anchors
 from fashionvision.cli._hydra import run_dir, run_hydra
 
 

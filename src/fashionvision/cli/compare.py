@@ -1,6 +1,6 @@
 """fashion-compare detector=RUN_OR_CKPT segmenter=RUN_OR_CKPT [data=DIR] [split=test] [n_images=8].
 
-Writes report.md, report.json, grid.png and per_class.png (see :mod:`fashionvision.compare`).
+Writes report.md, report.json, grid.png and per_class.png (see :mod:`fashionvision.compare.evaluation`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from fashionvision.cli._hydra import run_dir, run_hydra
 
 
 def compare(cfg: dict) -> int:
-    from fashionvision.compare_report import run_compare
-    from fashionvision.predict import resolve_device
+    from fashionvision.compare.report import run_compare
+    from fashionvision.inference.predictor import resolve_device
 
     speed = cfg.get("speed") or {}
     output = Path(cfg.get("output") or run_dir())

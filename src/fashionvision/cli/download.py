@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fashionvision.cli._hydra import run_hydra
-from fashionvision.download import check_ccp_layout, download_ccp, is_ccp
+from fashionvision.convert.download import check_ccp_layout, download_ccp, is_ccp
 from fashionvision.errors import UserError
 
 

@@ -13,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from fashionvision.annotations import atomic_write_text
+from fashionvision.data.annotations import atomic_write_text
 from fashionvision.cli._hydra import run_dir, run_hydra
 from fashionvision.errors import UserError
 

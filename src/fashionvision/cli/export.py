@@ -16,8 +16,8 @@ FORMATS = ("onnx",)
 
 
 def export(cfg: dict) -> int:
-    from fashionvision.export import export_onnx
-    from fashionvision.predict import load_predictor
+    from fashionvision.inference.export import export_onnx
+    from fashionvision.inference.predictor import load_predictor
 
     fmt = str(cfg.get("format", "onnx")).lower()
     if fmt not in FORMATS:

@@ -1,7 +1,7 @@
 """fashion-predict ckpt=RUN_OR_CKPT_OR_ONNX source=PATH [conf=] [iou=] [output=DIR] [video_stride=N].
 
 Writes one annotated picture and one JSON per image or video frame (see
-:mod:`fashionvision.predict_files`); unreadable files are listed, skipped and counted.
+:mod:`fashionvision.inference.files`); unreadable files are listed, skipped and counted.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from fashionvision.cli._hydra import run_dir, run_hydra
 
 
 def predict(cfg: dict) -> int:
-    from fashionvision.predict import load_predictor
-    from fashionvision.predict_files import predict_source
+    from fashionvision.inference.predictor import load_predictor
+    from fashionvision.inference.files import predict_source
 
     predictor = load_predictor(cfg["ckpt"], device=str(cfg.get("device", "cpu")))
     output = Path(cfg.get("output") or run_dir())

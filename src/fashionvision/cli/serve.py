@@ -16,7 +16,7 @@ def serve(cfg: dict) -> int:
     import uvicorn
 
     from fashionvision.app.server import by_kind, create_app
-    from fashionvision.predict import load_predictor
+    from fashionvision.inference.predictor import load_predictor
 
     device = str(cfg.get("device", "cpu"))
     paths = [p for p in (cfg.get("ckpt"), cfg.get("ckpt2")) if p]

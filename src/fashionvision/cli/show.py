@@ -11,12 +11,12 @@ from typing import Sequence
 
 import numpy as np
 
-from fashionvision.annotations import Record
+from fashionvision.data.annotations import Record
 from fashionvision.cli._hydra import run_dir, run_hydra
 from fashionvision.data.converted import ConvertedDataset
 from fashionvision.data.image_io import ImageReadError, read_image, write_image
 from fashionvision.errors import UserError
-from fashionvision.visualize import class_colors, draw_boxes, mask_legend, overlay_mask
+from fashionvision.tasks.visualize import class_colors, draw_boxes, mask_legend, overlay_mask
 
 
 def choose_records(records: list[Record], images: Sequence[str] | None, n: int, seed: int,

@@ -2,7 +2,7 @@
 
 Prints parameters and forward GFLOPs (``torch.utils.flop_counter``, one image; a
 multiply-add counts as 2 FLOPs) at the configured image size and class count. Generic over
-:data:`fashionvision.models.MODELS`. The class count is taken from the dataset folder when it
+:data:`fashionvision.families.MODELS`. The class count is taken from the dataset folder when it
 exists (through the model family's task, so detection counts ``classes.txt`` and
 segmentation its mask labels), else from ``num_classes``, else a per-family default.
 """
@@ -40,7 +40,7 @@ def summarize_model(model_cfg: dict, num_classes: int, image_size: int) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fashionvision.models import build_model
+    from fashionvision.families import build_model
 
     model = build_model({**model_cfg, "weights": None}, num_classes).eval()
     params = sum(p.numel() for p in model.parameters())

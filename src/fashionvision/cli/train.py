@@ -41,7 +41,7 @@ def ensure_dataset(cfg: dict) -> None:
         raise UserError(f"dataset.path='{path}' is not converted yet; under torchrun convert it first with {how}")
     source = Path(dataset.get("source") or "")
     if name == "ccp" and not source.is_dir():
-        from fashionvision.download import ensure_ccp
+        from fashionvision.convert.download import ensure_ccp
 
         log.info("CCP not found at %s: downloading it", source)
         ensure_ccp(source)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fashionvision.annotations import read_classes, validate_file
+from fashionvision.data.annotations import read_classes, validate_file
 from fashionvision.cli._hydra import run_hydra
 from fashionvision.errors import UserError
 

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.io
 from scipy import ndimage
 
-from fashionvision.annotations import Record
+from fashionvision.data.annotations import Record
 from fashionvision.convert.common import (
     ConversionSummary,
     Skip,

@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from fashionvision.annotations import Record, atomic_write_text, write_annotations, write_classes
+from fashionvision.data.annotations import Record, atomic_write_text, write_annotations, write_classes
 from fashionvision.data.converted import METADATA, SPLITS, image_root_entry
 from fashionvision.errors import UserError
 

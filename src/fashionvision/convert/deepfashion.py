@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fashionvision.annotations import Record, check_relative_path
+from fashionvision.data.annotations import Record, check_relative_path
 from fashionvision.convert.common import ConversionSummary, Skip, check_paths, progress, staged_output, write_converted
 from fashionvision.data.converted import SPLITS
 from fashionvision.data.image_io import ImageReadError, image_size

@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from fashionvision.annotations import Record, check_relative_path
+from fashionvision.data.annotations import Record, check_relative_path
 from fashionvision.convert import masks as mask_ops
 from fashionvision.convert.common import (
     ConversionSummary,

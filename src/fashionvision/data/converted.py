@@ -2,7 +2,7 @@
 
 Layout::
 
-    <folder>/train.txt val.txt test.txt   the annotation format (fashionvision.annotations)
+    <folder>/train.txt val.txt test.txt   the annotation format (fashionvision.data.annotations)
     <folder>/classes.txt                  detection class names, index order
     <folder>/mask_classes.txt             segmentation label names (index 0 = background), if masks
     <folder>/masks/<image path>.png       class-index PNG per image, if the source has pixels
@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from fashionvision.annotations import Record, read_annotations, read_classes
+from fashionvision.data.annotations import Record, read_annotations, read_classes
 from fashionvision.errors import UserError
 
 SPLITS = ("train", "val", "test")

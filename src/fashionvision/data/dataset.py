@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fashionvision.annotations import Record
+from fashionvision.data.annotations import Record
 from fashionvision.data.cache import ImageCache, load_resized
 from fashionvision.data.converted import ConvertedDataset
 from fashionvision.data.image_io import ImageReadError

@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from fashionvision.annotations import atomic_write_text
+from fashionvision.data.annotations import atomic_write_text
 
 
 def gt_to_coco(images: Sequence[dict], class_names: Sequence[str]) -> dict:

@@ -1,7 +1,7 @@
 """YOLOv3 detection as the engine sees it (see :mod:`fashionvision.tasks.base`).
 
 Anchors come from the ``anchors`` config group: ``kmeans`` (computed from the training split
-by :func:`fashionvision.anchors.ensure_anchors` when the file does not exist yet), ``coco``
+by :func:`fashionvision.families.yolov3.anchors.ensure_anchors` when the file does not exist yet), ``coco``
 (the published values) or ``values`` (explicit ``[[w, h]] * 9``, as rebuilt from a checkpoint).
 They are stored in the model as a persistent buffer, so a loaded checkpoint always decodes
 with the anchors it was trained with; the task reads them back from the model.
@@ -55,7 +55,7 @@ class DetectionTask(Task):
         return self._anchors
 
     def _resolve_anchors(self) -> np.ndarray:
-        from fashionvision.anchors import COCO_ANCHORS, ensure_anchors
+        from fashionvision.families.yolov3.anchors import COCO_ANCHORS, ensure_anchors
 
         cfg = self.anchors_cfg
         name = cfg.get("name", "coco")
@@ -81,7 +81,7 @@ class DetectionTask(Task):
 
     # --- engine contract ------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        from fashionvision.models import build_model
+        from fashionvision.families import build_model
 
         cfg = {**self.model_cfg, "anchors": self.anchors.tolist()}
         return build_model(cfg, len(self.class_names))
@@ -89,7 +89,7 @@ class DetectionTask(Task):
     @property
     def criterion(self):
         if self._criterion is None:
-            from fashionvision.models.yolo_loss import YOLOLoss
+            from fashionvision.families.yolov3.loss import YOLOLoss
 
             c = self.model_cfg
             if str(c.get("box_loss", "ciou")).lower() != "ciou":
@@ -133,7 +133,7 @@ class DetectionTask(Task):
     @torch.no_grad()
     def _raw_predict(self, model: nn.Module, images: torch.Tensor, conf: float, iou: float,
                      max_det: int) -> list[dict]:
-        from fashionvision.models.yolo_decode import decode_outputs, nms
+        from fashionvision.families.yolov3.decode import decode_outputs, nms
 
         bare = unwrap(model)
         outputs = model(self._input(model, images))
@@ -212,7 +212,7 @@ class DetectionTask(Task):
         return self._all_records[path]
 
     def draw(self, image: Any, prediction: dict) -> Any:
-        from fashionvision.visualize import draw_boxes
+        from fashionvision.tasks.visualize import draw_boxes
 
         def np_(v):
             return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)

@@ -2,7 +2,7 @@
 
 Classes are the converted dataset's ``mask_classes`` (index 0 = background). Images reach
 the model as RGB floats in [0, 1]; the ImageNet normalisation happens inside the model
-(:class:`fashionvision.models.unet.UNet`), so exported models and the app feed the same input.
+(:class:`fashionvision.families.unet.model.UNet`), so exported models and the app feed the same input.
 
 Evaluation is honest about resolution: the logits of each image are cropped to the real
 image inside the letterbox, resized (bilinear) to the image's ORIGINAL size and only then
@@ -79,7 +79,7 @@ class SegmentationTask(Task):
 
     # --- model and data -------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        from fashionvision.models import build_model
+        from fashionvision.families import build_model
 
         return build_model(self.model_cfg, len(self.class_names))
 
@@ -103,7 +103,7 @@ class SegmentationTask(Task):
     # --- training -------------------------------------------------------------------------
     def class_weights(self) -> torch.Tensor:
         """Cross-entropy weights from the training split's pixel frequencies (masks read once)."""
-        from fashionvision.models.seg_losses import class_weights_from_frequencies, pixel_frequencies
+        from fashionvision.families.unet.losses import class_weights_from_frequencies, pixel_frequencies
 
         records = self.data.records("train")
         started = time.perf_counter()
@@ -117,7 +117,7 @@ class SegmentationTask(Task):
     @property
     def criterion(self) -> nn.Module:
         if self._criterion is None:
-            from fashionvision.models.seg_losses import SegmentationLoss
+            from fashionvision.families.unet.losses import SegmentationLoss
 
             weights = self.class_weights() if self.model_cfg.get("class_weights") else None
             self._criterion = SegmentationLoss(str(self.model_cfg.get("loss", "ce+dice")), weights,
@@ -236,7 +236,7 @@ class SegmentationTask(Task):
         """A palette PNG whose pixel values are class indices (viewable and machine-readable)."""
         from PIL import Image
 
-        from fashionvision.visualize import class_colors
+        from fashionvision.tasks.visualize import class_colors
 
         path = folder / self._relative_path(meta).with_suffix(".png")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +251,7 @@ class SegmentationTask(Task):
         mask = prediction["mask"]
         mask = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
         try:
-            from fashionvision.visualize import class_colors, mask_legend, overlay_mask
+            from fashionvision.tasks.visualize import class_colors, mask_legend, overlay_mask
         except ImportError:  # drawing must work even if the shared module changes
             return _blend(np.asarray(image), mask)
         colors = class_colors(len(self.class_names))

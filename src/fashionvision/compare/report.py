@@ -17,13 +17,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fashionvision.annotations import atomic_write_text
-from fashionvision.compare import Evaluation, check_compatible, evaluate_both, measure_speed
-from fashionvision.convert_outputs import class_map_by_name
+from fashionvision.data.annotations import atomic_write_text
+from fashionvision.compare.evaluation import Evaluation, check_compatible, evaluate_both, measure_speed
+from fashionvision.compare.convert_outputs import class_map_by_name
 from fashionvision.data.converted import ConvertedDataset
 from fashionvision.data.image_io import write_image
 from fashionvision.errors import UserError
-from fashionvision.predict import load_predictor
+from fashionvision.inference.predictor import load_predictor
 
 log = logging.getLogger("fashionvision")
 
@@ -154,7 +154,7 @@ def _panel(image: np.ndarray, title: str, height: int = PANEL_HEIGHT) -> np.ndar
 
 def draw_grid(ev: Evaluation, det_classes: list[str], path: Path) -> Path:
     """One row per sample image: original, ground truth, detector output, segmenter output."""
-    from fashionvision.visualize import draw_boxes, overlay_mask
+    from fashionvision.tasks.visualize import draw_boxes, overlay_mask
 
     rows = []
     for sample in ev.samples:

@@ -7,7 +7,7 @@ NMS, mapping back to original pixels). A model can come from a checkpoint, a run
 exported ``.onnx`` file; the postprocessing is the same Python code in every case, so a
 PyTorch and an ONNX prediction differ only by the network's numerical noise.
 
-Writing predictions for files, folders and videos lives in :mod:`fashionvision.predict_files`.
+Writing predictions for files, folders and videos lives in :mod:`fashionvision.inference.files`.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class Predictor:
 
     Attributes:
         task: the model family (``task.name`` is ``detection`` or ``segmentation``).
-        model: the network, in eval mode on ``device`` (an :class:`~fashionvision.export.OnnxModel`
+        model: the network, in eval mode on ``device`` (an :class:`~fashionvision.inference.export.OnnxModel`
             for ``.onnx`` files).
         device: where inputs go.
         source: the checkpoint or ONNX file it was loaded from.
@@ -149,7 +149,7 @@ def load_predictor(path: str | Path, device: str | None = "cpu", dataset_path: s
     if not path.exists():
         raise UserError(f"model '{path}' does not exist (give a checkpoint, a run folder or an .onnx file)")
     if path.suffix.lower() == ".onnx":
-        from fashionvision.export import load_onnx
+        from fashionvision.inference.export import load_onnx
 
         task, model, config = load_onnx(path, device=str(resolve_device(device)))
         return Predictor(task, model, torch.device("cpu"), str(path), config)

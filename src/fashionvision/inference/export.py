@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from fashionvision.errors import UserError
-from fashionvision.predict import Predictor, prepare_images
+from fashionvision.inference.predictor import Predictor, prepare_images
 from fashionvision.tasks.base import Task
 
 log = logging.getLogger("fashionvision")

@@ -11,8 +11,8 @@ import importlib
 from fashionvision.errors import UserError
 
 MODELS: dict[str, str] = {
-    "yolo": "fashionvision.models.yolov3:build_yolov3",
-    "unet": "fashionvision.models.unet:build_unet",
+    "yolo": "fashionvision.families.yolov3.model:build_yolov3",
+    "unet": "fashionvision.families.unet.model:build_unet",
 }
 
 

@@ -19,10 +19,10 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from fashionvision.annotations import atomic_write_text
+from fashionvision.data.annotations import atomic_write_text
 from fashionvision.data.image_io import IMAGE_SUFFIXES, ImageReadError, list_images, read_image, write_image
 from fashionvision.errors import UserError
-from fashionvision.predict import Predictor
+from fashionvision.inference.predictor import Predictor
 
 log = logging.getLogger("fashionvision")
 

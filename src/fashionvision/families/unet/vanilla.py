@@ -14,7 +14,7 @@ the network trains from scratch in minutes:
   ``batch_norm=False`` the blocks are exactly the paper's (conv + bias + ReLU).
 
 The input height and width must be multiples of 16 (four poolings);
-:class:`fashionvision.models.unet.UNet` pads to a multiple of 32 before calling it.
+:class:`fashionvision.families.unet.model.UNet` pads to a multiple of 32 before calling it.
 """
 
 from __future__ import annotations

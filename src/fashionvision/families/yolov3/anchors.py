@@ -30,7 +30,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from fashionvision.annotations import Record, atomic_write_text
+from fashionvision.data.annotations import Record, atomic_write_text
 from fashionvision.errors import UserError
 
 log = logging.getLogger(__name__)

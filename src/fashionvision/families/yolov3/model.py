@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from fashionvision.models.darknet import ConvBNAct, Darknet53, scale_channels
+from fashionvision.families.yolov3.darknet import ConvBNAct, Darknet53, scale_channels
 
 #: the published COCO anchors (pixels at 416x416), small to large
 COCO_ANCHORS_PX = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119),
@@ -141,9 +141,9 @@ class YOLOv3(nn.Module):
     def load_pretrained(self, path: str | Path) -> dict:
         """Load our checkpoint (``.pt``) or a Darknet binary file; returns a small report.
 
-        See :func:`fashionvision.models.darknet_weights.load_pretrained`.
+        See :func:`fashionvision.families.yolov3.darknet_weights.load_pretrained`.
         """
-        from fashionvision.models.darknet_weights import load_pretrained
+        from fashionvision.families.yolov3.darknet_weights import load_pretrained
 
         return load_pretrained(self, path)
 

@@ -4,16 +4,16 @@ Each family is scored with both yardsticks, through one code path each:
 
 * detection (COCO, :mod:`fashionvision.metrics.detection`): the detector's boxes (all down to
   its evaluation threshold, as mAP requires) and boxes derived from the segmenter's masks
-  (:func:`~fashionvision.convert_outputs.boxes_from_mask`: connected components per class,
+  (:func:`~fashionvision.compare.convert_outputs.boxes_from_mask`: connected components per class,
   the dataset's minimum-area rule, mean class probability as score);
 * segmentation (confusion matrix, :mod:`fashionvision.metrics.segmentation`): the segmenter's
   masks and masks painted from the detector's boxes above its drawing threshold, lowest score
-  first (:func:`~fashionvision.convert_outputs.mask_from_boxes`).
+  first (:func:`~fashionvision.compare.convert_outputs.mask_from_boxes`).
 
 Class lists are mapped by name. Both runs must describe the same dataset and class lists as the
 evaluation folder; any difference is a :class:`UserError` saying what differs. Speed is measured
 on the same device for both (parameters, GFLOPs, ms/image at batch 1, img/s at batch 32).
-The report itself (Markdown, JSON, figures) is written by :mod:`fashionvision.compare_report`.
+The report itself (Markdown, JSON, figures) is written by :mod:`fashionvision.compare.report`.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ import cv2
 import numpy as np
 import torch
 
-from fashionvision.convert_outputs import boxes_from_mask, class_map_by_name, invert_class_map, mask_from_boxes
+from fashionvision.compare.convert_outputs import boxes_from_mask, class_map_by_name, invert_class_map, mask_from_boxes
 from fashionvision.data.converted import ConvertedDataset
 from fashionvision.data.image_io import ImageReadError, read_image
 from fashionvision.errors import UserError
 from fashionvision.metrics import detection as det_metrics
 from fashionvision.metrics.segmentation import ConfusionMatrix, metrics_from_confusion
-from fashionvision.predict import Predictor, prepare_images
+from fashionvision.inference.predictor import Predictor, prepare_images
 
 log = logging.getLogger("fashionvision")
 
@@ -191,7 +191,7 @@ def count_flops(predictor: Predictor, image_hw: tuple[int, int]) -> tuple[float 
     """Forward GFLOPs per image (``torch.utils.flop_counter``) and the model input shape."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fashionvision.export import OnnxModel, capture_model_input
+    from fashionvision.inference.export import OnnxModel, capture_model_input
 
     image = np.zeros((*image_hw, 3), dtype=np.uint8)
     batch, metas = prepare_images(predictor.task, [image])
@@ -235,7 +235,7 @@ def measure_speed(predictor: Predictor, image_hw: tuple[int, int], batch_sizes: 
     """Parameters, GFLOPs, ms/image at the first batch size and img/s at the second."""
     if len(batch_sizes) != 2 or min(batch_sizes) < 1:
         raise UserError(f"speed batch sizes must be two positive numbers (e.g. [1, 32]), not {list(batch_sizes)}")
-    from fashionvision.export import OnnxModel
+    from fashionvision.inference.export import OnnxModel
 
     params = None if isinstance(predictor.model, OnnxModel) else sum(p.numel() for p in predictor.model.parameters())
     gflops, input_shape = count_flops(predictor, image_hw)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import complete_box_iou_loss
 
-from fashionvision.models.yolo_decode import decode_xywh, make_grid, split_output, xywh_to_xyxy
+from fashionvision.families.yolov3.decode import decode_xywh, make_grid, split_output, xywh_to_xyxy
 
 
 def shape_iou(wh: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
@@ -86,7 +86,7 @@ def assign_targets(targets: torch.Tensor, anchors: torch.Tensor, strides: Sequen
 
 
 class YOLOLoss(nn.Module):
-    """Criterion for :class:`~fashionvision.models.yolov3.YOLOv3` outputs (see module docstring).
+    """Criterion for :class:`~fashionvision.families.yolov3.model.YOLOv3` outputs (see module docstring).
 
     Args:
         num_classes: C.

@@ -1,7 +1,7 @@
 """U-Net segmenters: the original encoder (``vanilla``) or a segmentation-models-pytorch encoder.
 
 ``build_unet(model_cfg, num_classes)`` is the ``unet`` entry of
-:data:`fashionvision.models.MODELS`. Every variant is wrapped in :class:`UNet`, which
+:data:`fashionvision.families.MODELS`. Every variant is wrapped in :class:`UNet`, which
 
 * takes RGB floats in [0, 1] (``[B, 3, H, W]``) and applies the ImageNet mean/std itself, so
   that the task, exported models and the app all feed the same thing and pretrained
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fashionvision.errors import UserError
-from fashionvision.models.vanilla_unet import VanillaUNet
+from fashionvision.families.unet.vanilla import VanillaUNet
 
 log = logging.getLogger(__name__)
 

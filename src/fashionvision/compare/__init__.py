@@ -1,0 +1,1 @@
+"""Both families evaluated on one split, and the comparison report."""

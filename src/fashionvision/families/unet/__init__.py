@@ -1,0 +1,1 @@
+"""U-Net (vanilla or smp encoders): model, losses and task."""

@@ -1,0 +1,1 @@
+"""Inference on new photos: the predictor, files and videos, ONNX export and runtime."""
