@@ -157,14 +157,15 @@ def bare_step_and_inference(task, args, device: torch.device, peak: float | None
 
 def bench_model(name: str, args, device: torch.device, data: Path, peak: float | None) -> dict:
     from fashionvision.cli._hydra import compose
-    from fashionvision.engine.build import build_task
+    from fashionvision.data.converted import ConvertedDataset
+    from fashionvision.families import build_task
     from fashionvision.engine.trainer import Trainer
 
     overrides = [*MODELS[name], f"dataset.path={data}", f"model.image_size={args.image_size}"]
     if args.quick and name == "yolo":
         overrides.append("model.width=0.0625")
     cfg = compose("train", overrides)
-    task = build_task(cfg)
+    task = build_task(cfg["model"], ConvertedDataset.open(cfg["dataset"]["path"]), cfg.get("augment"), cfg.get("anchors"))
     result = {"model": name, "overrides": overrides, **bare_step_and_inference(task, args, device, peak)}
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the bare-step model is gone; the loop builds its own

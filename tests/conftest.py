@@ -119,8 +119,9 @@ def train_tiny(kind: str, dataset: Path, run_dir: Path) -> Path:
     import torch
 
     from fashionvision.cli._hydra import compose
-    from fashionvision.engine.build import build_task
+    from fashionvision.data.converted import ConvertedDataset
     from fashionvision.engine.trainer import Trainer
+    from fashionvision.families import build_task
 
     overrides = {
         "yolo": ["model=yolo", "model.width=0.0625", "model.image_size=64", "anchors=coco"],
@@ -131,7 +132,8 @@ def train_tiny(kind: str, dataset: Path, run_dir: Path) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: one thread is fastest, and immune to a busy machine
     try:
-        Trainer(build_task(cfg), cfg["trainer"], run_dir, cfg).fit()
+        task = build_task(cfg["model"], ConvertedDataset.open(dataset), cfg["augment"], cfg["anchors"])
+        Trainer(task, cfg["trainer"], run_dir, cfg).fit()
     finally:
         torch.set_num_threads(threads)
     return run_dir

@@ -40,7 +40,7 @@ def _train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow  # ~15 s on 2 idle cores: a real YOLOv3 (narrow) through Hydra in a subprocess
 def test_fashion_train_yolo_smoke_writes_the_run_folder(tiny_ccp: Path, tmp_path: Path) -> None:
-    from fashionvision.engine.checkpoint import load_for_inference
+    from fashionvision.inference.loading import load_for_inference
     from fashionvision.tasks.detection import DetectionTask
 
     run = tmp_path / "run"

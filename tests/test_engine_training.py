@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fashionvision.data.converted import ConvertedDataset
-from fashionvision.engine.trainer import INJECT_NAN_ENV, Trainer, TrainingStopped
+from fashionvision.engine.trainer import Trainer, TrainingStopped
 from fashionvision.errors import UserError
 from toy_task import ToyTask, make_toy_dataset
 
@@ -32,8 +32,24 @@ def _run(data: Path, run: Path, **overrides):
     return trainer
 
 
+def inject_nan(monkeypatch, batches: set[int]) -> None:
+    """Wrap the task's losses: the given 1-based training batches return NaN (as a diverging model would)."""
+    original = ToyTask.compute_losses
+    calls = {"n": 0}
+
+    def compute_losses(self, model, batch):
+        losses = original(self, model, batch)
+        if model.training:
+            calls["n"] += 1
+            if calls["n"] in batches:
+                return {k: v * float("nan") for k, v in losses.items()}
+        return losses
+
+    monkeypatch.setattr(ToyTask, "compute_losses", compute_losses)
+
+
 def test_nan_loss_is_skipped_counted_and_logged(toy_data: Path, tmp_path: Path, monkeypatch, caplog) -> None:
-    monkeypatch.setenv(INJECT_NAN_ENV, "2")
+    inject_nan(monkeypatch, {2})
     with caplog.at_level("WARNING"):
         trainer = _run(toy_data, tmp_path)
     assert trainer.status == "completed"
@@ -45,7 +61,7 @@ def test_nan_loss_is_skipped_counted_and_logged(toy_data: Path, tmp_path: Path, 
 
 
 def test_nan_losses_in_a_row_stop_with_a_valid_checkpoint(toy_data: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv(INJECT_NAN_ENV, "3,4,5")
+    inject_nan(monkeypatch, {3, 4, 5})
     with pytest.raises(TrainingStopped, match="3 non-finite losses in a row"):
         _run(toy_data, tmp_path, max_bad_steps=3)
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
@@ -81,10 +97,10 @@ def test_max_time_budget_ends_the_run(toy_data: Path, tmp_path: Path) -> None:
 
 
 def test_load_for_inference_and_resume_class_mismatch(toy_data: Path, tmp_path: Path, monkeypatch) -> None:
-    from fashionvision.engine.checkpoint import load_for_inference
-    from fashionvision.tasks import TASKS
+    from fashionvision.families import FAMILIES
+    from fashionvision.inference.loading import load_for_inference
 
-    monkeypatch.setitem(TASKS, "toy", ("toy_task", "ToyTask"))
+    monkeypatch.setitem(FAMILIES, "toy", "toy_task:ToyTask")
     trainer = _run(toy_data, tmp_path / "run", epochs=1)
     task, model, config = load_for_inference(tmp_path / "run")
     assert isinstance(task, ToyTask) and task.class_names == ["red", "green"]

@@ -26,7 +26,7 @@ def checkpoint(hand_converted_ccp: Path, tmp_path_factory) -> Path:
     """
     from fashionvision.data.converted import ConvertedDataset
     from fashionvision.engine.checkpoint import save_checkpoint
-    from fashionvision.tasks.detection import DetectionTask
+    from fashionvision.families.yolov3.task import YOLOv3Task as DetectionTask
 
     torch.manual_seed(0)
     model_cfg = {"name": "yolo", "width": 0.125, "depth": 0.34, "image_size": 128,

@@ -8,7 +8,8 @@ import pytest
 
 from fashionvision.data.image_io import read_image
 from fashionvision.errors import UserError
-from fashionvision.inference.export import DEFAULT_ATOL, export_onnx, read_metadata
+from fashionvision.inference.export import DEFAULT_ATOL, export_onnx
+from fashionvision.inference.onnx import read_metadata
 from fashionvision.inference.predictor import load_predictor
 
 PARITY_ATOL = DEFAULT_ATOL  # 1e-4 on raw fp32 outputs, the tolerance export promises

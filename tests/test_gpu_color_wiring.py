@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fashionvision.data.converted import ConvertedDataset
-from fashionvision.tasks.detection import DetectionTask
+from fashionvision.families.yolov3.task import YOLOv3Task as DetectionTask
 
 MODEL_CFG = {"name": "yolo", "width": 0.125, "depth": 0.34, "image_size": 96}
 COLOUR_ONLY = {"hflip": 0.0, "vflip": 0.0, "hsv_h": 0.02, "hsv_s": 0.6, "hsv_v": 0.4, "contrast": 0.3,

@@ -19,7 +19,7 @@ from fashionvision.data.dataset import FashionDataset
 from fashionvision.data.image_io import read_image
 from fashionvision.inference.predictor import load_predictor, prepare_images
 from fashionvision.inference.files import predict_source
-from fashionvision.tasks import task_class
+from fashionvision.families import build_task
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -39,7 +39,7 @@ def photo(shared_data: Path) -> Path:
 def test_prepare_images_matches_the_evaluation_dataset(tiny_ccp, model_cfg):
     """Inference input pixels and metas are exactly what fashion-eval feeds the model."""
     data = ConvertedDataset.open(tiny_ccp)
-    task = task_class(model_cfg["name"])(model_cfg, data, None, {"name": "coco"})
+    task = build_task(model_cfg, data, None, {"name": "coco"})
     dataset = FashionDataset(data, "test", 96, False, None, task=task.name)
     items = [dataset[i] for i in range(len(dataset))]
     images = [read_image(p) for p in dataset.image_paths]

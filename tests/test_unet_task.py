@@ -11,7 +11,8 @@ import torch
 
 from fashionvision.data.converted import ConvertedDataset
 from fashionvision.errors import UserError
-from fashionvision.tasks import task_class
+from fashionvision.families import family
+from fashionvision.families.unet.task import UNetTask
 from fashionvision.tasks.segmentation import SegmentationTask, logits_to_original
 
 TINY = {"name": "unet", "encoder": "vanilla", "width": 0.25, "image_size": 128, "loss": "ce+dice"}
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def test_registry_names_the_segmentation_task():
-    assert task_class("unet") is SegmentationTask
+    assert family("unet") is UNetTask and issubclass(UNetTask, SegmentationTask)
 
 
 def test_deepfashion_is_refused_at_once(tmp_path):
@@ -31,20 +32,20 @@ def test_deepfashion_is_refused_at_once(tmp_path):
     (tmp_path / "metadata.json").write_text(json.dumps({"source_name": "deepfashion", "image_root": "."}))
     data = ConvertedDataset.open(tmp_path)
     with pytest.raises(UserError, match="deepfashion.*no segmentation masks"):
-        SegmentationTask({"name": "unet", "encoder": "vanilla"}, data)
+        UNetTask({"name": "unet", "encoder": "vanilla"}, data)
 
 
 def test_deepfashion_is_refused_from_the_train_command(tmp_path, monkeypatch):
     """`fashion-train model=unet dataset=deepfashion` stops before any model is built."""
     from fashionvision.cli._hydra import compose
-    from fashionvision.engine.build import build_task
+    from fashionvision.cli.train import check_model_fits_dataset
 
     (tmp_path / "classes.txt").write_text("Anorak\n")
     (tmp_path / "train.txt").write_text("img/a.jpg 1,1,5,5,0\n")
     (tmp_path / "metadata.json").write_text(json.dumps({"source_name": "deepfashion", "image_root": "."}))
     cfg = compose("train", ["model=unet", "dataset=deepfashion", f"dataset.path={tmp_path}"])
     with pytest.raises(UserError, match="no segmentation masks"):
-        build_task(cfg)
+        check_model_fits_dataset(cfg)
 
 
 def test_logits_to_original_undoes_the_letterbox():
@@ -59,10 +60,10 @@ def test_logits_to_original_undoes_the_letterbox():
 
 def test_describe_lets_inference_rebuild_the_task(hand_converted_ccp):
     data = ConvertedDataset.open(hand_converted_ccp)
-    task = SegmentationTask(TINY, data)
+    task = UNetTask(TINY, data)
     described = task.describe()
     assert described["classes"] == described["mask_classes"] == data.mask_classes
-    rebuilt = SegmentationTask(TINY, ConvertedDataset.from_classes(described["classes"],
+    rebuilt = UNetTask(TINY, ConvertedDataset.from_classes(described["classes"],
                                                                    described["mask_classes"]))
     assert rebuilt.class_names == task.class_names and len(task.class_names) == 59
 
@@ -86,7 +87,7 @@ def _train(task: SegmentationTask, batch: dict, steps: int, lr: float) -> torch.
 def ccp_batch(hand_converted_ccp):
     """The 4 real CCP images of the hand-converted folder as one batch at long side 128."""
     data = ConvertedDataset.open(hand_converted_ccp)
-    task = SegmentationTask(TINY, data)
+    task = UNetTask(TINY, data)
     dataset = task.build_dataset("train", train=False)
     return task, task.collate([dataset[i] for i in range(len(dataset))])
 

@@ -28,7 +28,7 @@ def test_tiny_yolo_overfits_eight_ccp_images(shared_data, tmp_path):
     from fashionvision.data.converted import ConvertedDataset
     from fashionvision.engine.build import build_loader
     from fashionvision.engine.checkpoint import save_checkpoint
-    from fashionvision.tasks.detection import DetectionTask
+    from fashionvision.families.yolov3.task import YOLOv3Task as DetectionTask
 
     torch.set_num_threads(2)
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""DetectionTask on real CCP images: anchors, losses on a real batch, predictions, describe()."""
+"""YOLOv3Task on real CCP images: anchors, losses on a real batch, predictions, describe()."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import torch
 
 from fashionvision.data.converted import ConvertedDataset
 from fashionvision.errors import UserError
-from fashionvision.tasks import task_class
-from fashionvision.tasks.detection import DetectionTask
+from fashionvision.families import family
+from fashionvision.families.yolov3.task import YOLOv3Task as DetectionTask
 
 MODEL_CFG = {"name": "yolo", "width": 0.125, "depth": 0.34, "image_size": 96, "conf": 0.0, "iou": 0.5}
 
 
 def test_registry_and_kmeans_anchors_round_trip(hand_converted_ccp, tmp_path):
-    assert task_class("yolo") is DetectionTask
+    assert family("yolo") is DetectionTask
     data = ConvertedDataset.open(hand_converted_ccp)
     file = tmp_path / "anchors.json"
     task = DetectionTask(MODEL_CFG, data, None, {"name": "kmeans", "k": 9, "seed": 0, "file": str(file)})

@@ -10,7 +10,6 @@ Library code never sees an OmegaConf object.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -98,7 +97,3 @@ def compose(config_name: str, overrides: list[str] | None = None) -> dict:
         container = OmegaConf.to_container(cfg, resolve=False)
         container.pop("hydra", None)
         return OmegaConf.to_container(OmegaConf.create(container), resolve=True)  # type: ignore[return-value]
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -12,14 +12,14 @@ from fashionvision.cli._hydra import run_dir, run_hydra
 
 def compare(cfg: dict) -> int:
     from fashionvision.compare.report import run_compare
-    from fashionvision.inference.predictor import resolve_device
+    from fashionvision.engine.build import resolve_device
 
     speed = cfg.get("speed") or {}
     output = Path(cfg.get("output") or run_dir())
     limit = cfg.get("limit_images")
     report = run_compare(str(cfg["detector"]), str(cfg["segmenter"]), cfg.get("data"), str(cfg.get("split", "test")),
                          output, n_images=int(cfg.get("n_images", 8)), limit=int(limit) if limit else None,
-                         device=str(resolve_device(str(cfg.get("device", "auto")))),
+                         device=str(resolve_device(cfg.get("device", "auto"), key="device")),
                          speed_batch_sizes=tuple(int(b) for b in speed.get("batch_sizes", (1, 32))),
                          speed_seconds=float(speed.get("min_seconds", 1.0)),
                          speed_iters=int(speed.get("max_iters", 20)))

@@ -39,10 +39,11 @@ def evaluate(cfg: dict, output: Path | None = None) -> dict:
     import torch
 
     from fashionvision.engine.build import build_loader, resolve_device
-    from fashionvision.engine.checkpoint import load_checkpoint, resolve_checkpoint, load_for_inference
+    from fashionvision.engine.checkpoint import load_checkpoint, resolve_checkpoint
+    from fashionvision.inference.loading import load_for_inference
 
     ckpt = resolve_checkpoint(cfg["ckpt"])
-    device = resolve_device(str(cfg.get("device", "auto")))
+    device = resolve_device(cfg.get("device", "auto"), key="device")
     config = load_checkpoint(ckpt).get("config") or {}
     dataset = _dataset_path(cfg, config)
     task, model, _ = load_for_inference(ckpt, device=device, dataset_path=dataset)

@@ -2,7 +2,7 @@
 
 Prints parameters and forward GFLOPs (``torch.utils.flop_counter``, one image; a
 multiply-add counts as 2 FLOPs) at the configured image size and class count. Generic over
-:data:`fashionvision.families.MODELS`. The class count is taken from the dataset folder when it
+:data:`fashionvision.families.FAMILIES`. The class count is taken from the dataset folder when it
 exists (through the model family's task, so detection counts ``classes.txt`` and
 segmentation its mask labels), else from ``num_classes``, else a per-family default.
 """
@@ -13,10 +13,7 @@ from pathlib import Path
 
 from fashionvision.cli._hydra import run_hydra
 from fashionvision.errors import UserError
-
-#: class count when neither num_classes nor a dataset folder gives one (COCO; CCP's labels)
-DEFAULT_CLASSES = {"yolo": 80, "unet": 59}
-
+from fashionvision.families import build_task, family
 
 def resolve_num_classes(cfg: dict) -> tuple[int, str]:
     """``(count, where it came from)``."""
@@ -26,13 +23,10 @@ def resolve_num_classes(cfg: dict) -> tuple[int, str]:
     folder = Path(str((cfg.get("dataset") or {}).get("path") or ""))
     if folder.name and (folder / "metadata.json").is_file():
         from fashionvision.data.converted import ConvertedDataset
-        from fashionvision.tasks import task_class
 
-        task = task_class(name)(cfg["model"], ConvertedDataset.open(folder), None, {"name": "coco"})
+        task = build_task(cfg["model"], ConvertedDataset.open(folder), None, {"name": "coco"})
         return len(task.class_names), str(folder)
-    if name not in DEFAULT_CLASSES:
-        raise UserError(f"no class count for model '{name}': pass num_classes=N")
-    return DEFAULT_CLASSES[name], "default"
+    return family(name).default_num_classes, "default"
 
 
 def summarize_model(model_cfg: dict, num_classes: int, image_size: int) -> dict:

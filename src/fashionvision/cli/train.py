@@ -62,9 +62,12 @@ def check_model_fits_dataset(cfg: dict) -> None:
     dataset=deepfashion`` stops with the segmentation task's own message.
     """
     from fashionvision.data.converted import ConvertedDataset
-    from fashionvision.tasks import task_class
+    from fashionvision.engine.config import parse_trainer_config
+    from fashionvision.families import family
 
-    cls = task_class(cfg["model"]["name"])
+    parse_trainer_config(cfg["trainer"])  # every group is checked before anything is converted
+    cls = family(cfg["model"]["name"])
+    cls.check_config(cfg["model"], cfg.get("augment"), cfg.get("anchors"))
     if cfg["dataset"].get("has_masks") is False:
         stand_in = ConvertedDataset.from_classes(["object"], None, {"source_name": cfg["dataset"].get("name")})
         cls(cfg["model"], stand_in, cfg.get("augment"), cfg.get("anchors"))
@@ -73,13 +76,15 @@ def check_model_fits_dataset(cfg: dict) -> None:
 def train(cfg: dict) -> int:
     """Build the task from the registry, train, write metrics.json; 143 when preempted."""
     from fashionvision.engine import distributed
-    from fashionvision.engine.build import build_task
+    from fashionvision.data.converted import ConvertedDataset
     from fashionvision.engine.trainer import PREEMPTED_EXIT_CODE, Trainer
+    from fashionvision.families import build_task
 
     folder = run_dir()
     check_model_fits_dataset(cfg)
     ensure_dataset(cfg)
-    task = build_task(cfg)
+    task = build_task(cfg["model"], ConvertedDataset.open(cfg["dataset"]["path"]), cfg.get("augment"),
+                      cfg.get("anchors"))
     trainer = Trainer(task, cfg["trainer"], folder, cfg)
     try:
         metrics = trainer.fit()

@@ -50,10 +50,9 @@ def _first_difference(a: list[str], b: list[str]) -> str:
 
 def check_compatible(detector: Predictor, segmenter: Predictor, data: ConvertedDataset) -> None:
     """Refuse runs whose dataset or class lists differ from each other or from ``data``."""
-    if detector.task.name != "detection":
-        raise UserError(f"detector='{detector.source}' holds a {detector.task.name} model, not a detector")
-    if segmenter.task.name != "segmentation":
-        raise UserError(f"segmenter='{segmenter.source}' holds a {segmenter.task.name} model, not a segmenter")
+    for role, predictor in (("detector", detector), ("segmenter", segmenter)):
+        if predictor.kind != role:
+            raise UserError(f"{role}='{predictor.source}' holds a {predictor.task.name} model, not a {role}")
     if data.mask_classes is None:
         raise UserError(f"dataset '{data.folder}' has no masks (no mask_classes.txt): it cannot score a segmenter")
     problems = []
@@ -114,10 +113,9 @@ def evaluate_both(detector: Predictor, segmenter: Predictor, data: ConvertedData
     det_classes, seg_classes = detector.class_names, segmenter.class_names
     seg_to_det = class_map_by_name(seg_classes, det_classes)
     det_to_seg = invert_class_map(seg_to_det)
-    eval_conf = float(detector.task.model_cfg.get("eval_conf", 0.001))
-    eval_iou = float(detector.task.model_cfg.get("eval_iou", 0.6))
+    eval_conf, eval_iou = detector.task.cfg.eval_conf, detector.task.cfg.eval_iou
     draw_conf, draw_iou = detector.default_thresholds()
-    ignore = int(segmenter.task.model_cfg.get("ignore_index", 255))
+    ignore = segmenter.task.ignore_index
     area_fraction = min_area_fraction(data)
     result = Evaluation(thresholds={"detector_eval_conf": eval_conf, "detector_eval_iou": eval_iou,
                                     "detector_paint_conf": draw_conf, "detector_paint_iou": draw_iou,
@@ -191,7 +189,8 @@ def count_flops(predictor: Predictor, image_hw: tuple[int, int]) -> tuple[float 
     """Forward GFLOPs per image (``torch.utils.flop_counter``) and the model input shape."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fashionvision.inference.export import OnnxModel, capture_model_input
+    from fashionvision.inference.export import capture_model_input
+    from fashionvision.inference.onnx import OnnxModel
 
     image = np.zeros((*image_hw, 3), dtype=np.uint8)
     batch, metas = prepare_images(predictor.task, [image])
@@ -235,7 +234,7 @@ def measure_speed(predictor: Predictor, image_hw: tuple[int, int], batch_sizes: 
     """Parameters, GFLOPs, ms/image at the first batch size and img/s at the second."""
     if len(batch_sizes) != 2 or min(batch_sizes) < 1:
         raise UserError(f"speed batch sizes must be two positive numbers (e.g. [1, 32]), not {list(batch_sizes)}")
-    from fashionvision.inference.export import OnnxModel
+    from fashionvision.inference.onnx import OnnxModel
 
     params = None if isinstance(predictor.model, OnnxModel) else sum(p.numel() for p in predictor.model.parameters())
     gflops, input_shape = count_flops(predictor, image_hw)

@@ -1,4 +1,4 @@
-"""Plain objects the trainer needs: device, task, samplers and loaders.
+"""Plain objects the trainer needs: device, samplers and loaders.
 
 Kept apart from the loop so that ``fashion-eval``, the benchmark and the tests build the
 same loaders the trainer does.
@@ -18,40 +18,37 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from fashionvision.errors import UserError
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> the local GPU if there is one, else the CPU; asking for a missing GPU fails."""
-    name = str(name).strip().lower()
+def resolve_device(name: str | torch.device | None, local_rank: int = 0,
+                   key: str = "trainer.device") -> torch.device:
+    """``auto`` (or nothing) -> the local GPU if there is one, else the CPU; a missing GPU fails.
+
+    ``key`` names the setting in error messages (``trainer.device`` for training).
+    """
+    name = "auto" if name in (None, "") else str(name).strip().lower()
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UserError(f"trainer.device={name} but no CUDA GPU is visible to PyTorch "
-                            f"(torch {torch.__version__}); use trainer.device=cpu or trainer=cpu")
+            cpu = "trainer.device=cpu or trainer=cpu" if key == "trainer.device" else f"{key}=cpu"
+            raise UserError(f"{key}={name} but no CUDA GPU is visible to PyTorch "
+                            f"(torch {torch.__version__}); use {cpu}")
         if name == "cuda":
             return torch.device(f"cuda:{local_rank}")
-        index = int(name.split(":", 1)[1])
-        if index >= torch.cuda.device_count():
-            raise UserError(f"trainer.device={name} but only {torch.cuda.device_count()} GPU(s) are visible")
+        index = name.split(":", 1)[1]
+        if not index.isdigit():
+            raise UserError(f"{key}='{name}' is not a device; use auto, cpu, cuda or cuda:N")
+        if int(index) >= torch.cuda.device_count():
+            raise UserError(f"{key}={name} but only {torch.cuda.device_count()} GPU(s) are visible")
         return torch.device(name)
     if name == "cpu":
         return torch.device("cpu")
-    raise UserError(f"trainer.device='{name}' is not a device; use auto, cpu, cuda or cuda:N")
+    raise UserError(f"{key}='{name}' is not a device; use auto, cpu, cuda or cuda:N")
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def build_task(cfg: dict):
-    """The Task for a composed config, looked up by ``model.name`` in the registry."""
-    from fashionvision.data.converted import ConvertedDataset
-    from fashionvision.tasks import task_class
-
-    cls = task_class(cfg["model"]["name"])
-    data = ConvertedDataset.open(cfg["dataset"]["path"])
-    return cls(cfg["model"], data, cfg.get("augment"), cfg.get("anchors"))
 
 
 class ResumableSampler(DistributedSampler):

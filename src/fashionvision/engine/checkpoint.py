@@ -6,8 +6,8 @@
 * Everything in a checkpoint is a tensor, number, string, list or dict, so it loads with
   ``torch.load(weights_only=True)``; RNG states are stored as tensors and lists, never as
   pickled objects. A file that carries pickled objects is refused.
-* Rebuilding a model (:func:`load_for_inference`) uses the task registry by model name only;
-  no ``_target_`` from a checkpoint is ever instantiated.
+* Rebuilding a model (:func:`fashionvision.families.rebuild_task`) uses the family registry
+  by model name only; no ``_target_`` from a checkpoint is ever instantiated.
 """
 
 from __future__ import annotations
@@ -226,53 +226,3 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, classes: list[str
     if ckpt is None:
         raise UserError(f"model.weights='{path}' is not a PyTorch checkpoint, and this model reads no other format")
     return load_matching(model, model_state(ckpt), source=str(path))
-
-
-def load_for_inference(ckpt_or_run_dir: str | os.PathLike, device: str | torch.device = "cpu",
-                       dataset_path: str | None = None):
-    """Rebuild ``(task, model, config)`` from a checkpoint or a run folder.
-
-    The task class comes from the registry by ``config["model"]["name"]`` only. Without
-    ``dataset_path`` the class lists stored in the checkpoint stand in for the dataset, so a
-    checkpoint works on a machine that never saw the data. EMA weights are used when present.
-    """
-    from fashionvision.data.converted import ConvertedDataset
-    from fashionvision.tasks import task_class
-
-    path = resolve_checkpoint(ckpt_or_run_dir)
-    ckpt = load_checkpoint(path)
-    config = ckpt.get("config") or {}
-    described = ckpt.get("task") or {}
-    model_cfg = dict(config.get("model") or {})
-    name = model_cfg.get("name") or described.get("model")
-    if not name:
-        raise UserError(f"checkpoint '{path}' does not say which model it holds (no config.model.name)")
-    model_cfg["name"] = name
-    # never fetch or load other weights: the checkpoint's own weights follow
-    model_cfg["weights"] = None
-    if "encoder_weights" in model_cfg:
-        model_cfg["encoder_weights"] = None
-    classes = described.get("classes")
-    if dataset_path is not None:
-        data = ConvertedDataset.open(dataset_path)
-    else:
-        if classes is None:
-            raise UserError(f"checkpoint '{path}' stores no class list; pass a dataset path")
-        # a segmentation task's classes are the mask labels: both lists come from describe()
-        det_classes = described.get("det_classes") or classes
-        data = ConvertedDataset.from_classes(det_classes, described.get("mask_classes"),
-                                             metadata=described.get("metadata"))
-    anchors_cfg = config.get("anchors")
-    if described.get("anchors"):  # the trained values: never recompute (or write) k-means anchors
-        anchors_cfg = {"name": "values", "values": described["anchors"]}
-    task = task_class(name)(model_cfg, data, config.get("augment"), anchors_cfg)
-    if classes is not None and list(task.class_names) != list(classes):
-        raise UserError(f"checkpoint '{path}' predicts {len(classes)} classes but dataset "
-                        f"'{dataset_path}' gives {len(task.class_names)} (or other names)")
-    model = task.build_model()
-    try:
-        model.load_state_dict(model_state(ckpt))
-    except RuntimeError as exc:
-        raise UserError(f"checkpoint '{path}' does not fit the model it describes: {exc}") from exc
-    model.to(torch.device(device)).eval()
-    return task, model, config

@@ -8,12 +8,14 @@ must not be silently ignored) and on values of the wrong kind.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
+from fashionvision.config import parse_section, require
 from fashionvision.errors import UserError
+
+_CHOICES = {"optimizer": ("adamw", "sgd"), "amp": ("bf16", "fp16", "none")}
+_POSITIVE = ("epochs", "batch_size", "accumulate", "val_every", "max_bad_steps")
 
 
 @dataclass
@@ -52,6 +54,23 @@ class TrainerConfig:
     log_images: int = 4
     log_every_steps: int = 10
 
+    def check(self) -> None:
+        """Refuse values that make no sense, before anything is written."""
+        for key, choices in _CHOICES.items():
+            if getattr(self, key) not in choices:
+                raise UserError(f"trainer.{key}='{getattr(self, key)}'; choose one of {', '.join(choices)}")
+        for key in _POSITIVE:
+            require(getattr(self, key) >= 1, f"trainer.{key}", getattr(self, key), "at least 1")
+        if self.checkpoint_every_steps is not None:
+            require(self.checkpoint_every_steps >= 1, "trainer.checkpoint_every_steps",
+                    self.checkpoint_every_steps, "at least 1 (or null)")
+        require(self.lr > 0, "trainer.lr", self.lr, "> 0")
+        require(self.workers >= 0, "trainer.workers", self.workers, ">= 0")
+        require(self.grad_clip is None or self.grad_clip >= 0, "trainer.grad_clip", self.grad_clip,
+                ">= 0 (or null)")
+        require(0.0 <= self.ema_decay < 1.0, "trainer.ema_decay", self.ema_decay, "in [0, 1)")
+        self.max_seconds  # validates the duration now rather than mid-run
+
     @property
     def max_seconds(self) -> float | None:
         """The wall-clock budget in seconds, or None when training runs for ``epochs``."""
@@ -78,62 +97,9 @@ def parse_duration(value: str | float | int | None) -> float | None:
     return seconds
 
 
-_CHOICES = {"optimizer": ("adamw", "sgd"), "amp": ("bf16", "fp16", "none")}
-_POSITIVE = ("epochs", "batch_size", "accumulate", "val_every", "max_bad_steps")
-
-
-def _coerce(name: str, value: Any, default: Any, annotation: str) -> Any:
-    """Check one value against its annotation (as written in the dataclass)."""
-    if value is None:
-        if "None" in annotation:
-            return None
-        raise UserError(f"trainer.{name} must not be null")
-    if "bool" in annotation:
-        if not isinstance(value, bool):
-            raise UserError(f"trainer.{name} must be true or false, got {value!r}")
-        return value
-    if annotation.startswith("int"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"trainer.{name} must be an integer, got {value!r}")
-        return value
-    if annotation.startswith("float"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"trainer.{name} must be a number, got {value!r}")
-        return float(value)
-    if annotation.startswith("str |"):  # max_time: a duration string or a number
-        return value
-    if not isinstance(value, str):
-        raise UserError(f"trainer.{name} must be a string, got {value!r}")
-    return value
-
-
 def parse_trainer_config(raw: dict | TrainerConfig) -> TrainerConfig:
     """Validate the ``trainer`` dict; unknown keys and bad values raise :class:`UserError`."""
-    if isinstance(raw, TrainerConfig):
-        return raw
-    known = {f.name: f for f in fields(TrainerConfig)}
-    unknown = [key for key in raw if key not in known]
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, known, n=1)
-            hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-        raise UserError(f"unknown trainer setting {', '.join(hints)}; valid: {', '.join(known)}")
-    values = {}
-    for key, value in raw.items():
-        f = known[key]
-        values[key] = _coerce(key, value, f.default, str(f.type))
-    cfg = TrainerConfig(**values)
-    for key, choices in _CHOICES.items():
-        if getattr(cfg, key) not in choices:
-            raise UserError(f"trainer.{key}='{getattr(cfg, key)}'; choose one of {', '.join(choices)}")
-    for key in _POSITIVE:
-        if getattr(cfg, key) < 1:
-            raise UserError(f"trainer.{key} must be at least 1, got {getattr(cfg, key)}")
-    if cfg.checkpoint_every_steps is not None and cfg.checkpoint_every_steps < 1:
-        raise UserError("trainer.checkpoint_every_steps must be at least 1 (or null)")
-    cfg.max_seconds  # validates the duration now rather than mid-run
-    return cfg
+    return parse_section(TrainerConfig, raw, "trainer")
 
 
 def to_dict(cfg: TrainerConfig) -> dict:

@@ -21,6 +21,16 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP and ``torch.compile`` wrappers (in any nesting)."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from fashionvision.tasks.base import unwrap  # the engine imports it from here too
+from fashionvision.engine.distributed import unwrap  # the trainer imports it from here too
 
 
 class ModelEMA:

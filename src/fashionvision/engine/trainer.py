@@ -2,8 +2,7 @@
 
 A :class:`~fashionvision.tasks.base.Task` supplies the model, datasets and named losses; the
 :class:`Trainer` sums the losses, steps the optimizer, keeps an EMA, validates, logs and
-checkpoints. Hook points (override in a subclass, or pass plain functions): :meth:`on_step_end`,
-:meth:`on_epoch_end`, :meth:`on_validation_end`.
+checkpoints.
 
 Progress is never lost: ``checkpoints/last.pt`` after every epoch (and every
 ``checkpoint_every_steps`` optimizer steps) holds everything needed to continue exactly where
@@ -22,7 +21,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -39,10 +38,11 @@ from fashionvision.engine.logging import RunLogger, log_predictions, progress
 from fashionvision.engine.schedule import WarmupCosine, build_optimizer
 from fashionvision.errors import UserError
 
+if TYPE_CHECKING:  # the contract only: the engine never imports a task at run time
+    from fashionvision.tasks.base import Task
+
 log = logging.getLogger("fashionvision.engine")
 
-#: test hook: comma-separated 1-based training-batch numbers whose loss becomes NaN
-INJECT_NAN_ENV = "FASHIONVISION_INJECT_NAN_AT_STEPS"
 PREEMPTED_EXIT_CODE = 143
 
 
@@ -61,7 +61,7 @@ class Trainer:
             rebuilt later by name.
     """
 
-    def __init__(self, task: Any, trainer_cfg: dict | TrainerConfig, run_dir: str | os.PathLike,
+    def __init__(self, task: Task, trainer_cfg: dict | TrainerConfig, run_dir: str | os.PathLike,
                  config: dict | None = None):
         self.task = task
         self.cfg = parse_trainer_config(trainer_cfg)
@@ -75,18 +75,7 @@ class Trainer:
         self.channels_last = self.cfg.channels_last and self.cuda
         self.status = "created"
         self.metrics: dict[str, float] = {}
-        self.inject_nan = {int(x) for x in os.environ.get(INJECT_NAN_ENV, "").split(",") if x.strip()}
         self._stop_signal = False
-
-    # ------------------------------------------------------------------ hook points
-    def on_step_end(self, step: int, losses: dict[str, float]) -> None:
-        """Called on every rank after each optimizer step."""
-
-    def on_epoch_end(self, epoch: int, train_losses: dict[str, float]) -> None:
-        """Called on every rank after each epoch (before validation)."""
-
-    def on_validation_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        """Called on every rank with the validation metrics (computed on rank 0)."""
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -284,8 +273,6 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
                     losses = task.compute_losses(self.train_model, batch)
                 total = sum(losses.values())
-                if self.batches_seen in self.inject_nan:
-                    total = total * float("nan")
                 # one device->host copy per batch for the NaN check and the logged values
                 values = dict(zip(["loss", *losses], torch.stack(
                     [total.detach().float(), *(v.detach().float() for v in losses.values())]).tolist()))
@@ -339,7 +326,6 @@ class Trainer:
             bar.set_postfix(shown, refresh=False)
             if self.step % cfg.log_every_steps == 0:
                 self.logger.scalars("train", {**values, "lr": lr, "img_per_s": speed}, self.step)
-            self.on_step_end(self.step, current)
             if cfg.checkpoint_every_steps and self.step % cfg.checkpoint_every_steps == 0:
                 self.save()
             if stop:
@@ -394,7 +380,6 @@ class Trainer:
                 self.epoch += 1
                 self.batch_in_epoch = 0
                 self.logger.scalars("train_epoch", train_losses, self.epoch)
-                self.on_epoch_end(self.epoch, train_losses)
                 last_epoch = cfg.max_seconds is None and self.epoch >= cfg.epochs
                 improved = False
                 if self.epoch % cfg.val_every == 0 or last_epoch or self._time_up():
@@ -406,7 +391,6 @@ class Trainer:
                         self.best_metric, self.best_epoch, self.epochs_without_gain = value, self.epoch, 0
                     else:
                         self.epochs_without_gain += 1
-                    self.on_validation_end(self.epoch, self.metrics)
                     log.info("epoch %d: loss %.4g, %s %.4f (best %.4f at epoch %d), %.0f img/s",
                              self.epoch, train_losses.get("loss", float("nan")), self.task.primary_metric,
                              value, self.best_metric, self.best_epoch, train_losses["img_per_s"])

@@ -1,4 +1,4 @@
-"""ONNX export of a trained model, and running the exported file like a PyTorch model.
+"""ONNX export of a trained model (running the exported file: :mod:`fashionvision.inference.onnx`).
 
 Only the network goes into the graph. Decoding, NMS and mapping back to original pixels stay
 in the task's Python code, which runs unchanged on the ONNX outputs: :class:`OnnxModel` is an
@@ -28,12 +28,12 @@ import torch
 from torch import nn
 
 from fashionvision.errors import UserError
+from fashionvision.inference.onnx import META_KEY, OnnxModel, _session
 from fashionvision.inference.predictor import Predictor, prepare_images
 from fashionvision.tasks.base import Task
 
 log = logging.getLogger("fashionvision")
 
-META_KEY = "fashionvision"
 DEFAULT_OPSET = 17
 DEFAULT_ATOL = 1e-4
 #: top-level buffers up to this many elements are copied into the metadata (anchors, strides)
@@ -84,7 +84,7 @@ def model_attributes(model: nn.Module) -> tuple[dict, dict]:
 
 def example_input(task: Task, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """A synthetic uint8 batch, its metas, and nothing else: export needs shapes, not photos."""
-    size = int(task.model_cfg.get("image_size", 416))
+    size = task.image_size
     generator = np.random.default_rng(0)
     # 4:3 portrait, like most fashion photos; the U-Net keeps it, the detector letterboxes it
     images = [generator.integers(0, 256, (size, size * 3 // 4, 3), dtype=np.uint8) for _ in range(batch)]
@@ -160,7 +160,7 @@ def export_onnx(predictor: Predictor, output: str | Path, opset: int = DEFAULT_O
     proto = onnx.load(str(output))
     for key, value in {META_KEY: json.dumps(meta), "task_name": task.name,
                        "class_names": json.dumps(task.class_names),
-                       "image_size": str(task.model_cfg.get("image_size"))}.items():
+                       "image_size": str(task.image_size)}.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
@@ -201,75 +201,3 @@ def check_parity(model: nn.Module, onnx_path: str | Path, x: torch.Tensor, atol:
         raise UserError(f"ONNX export of '{onnx_path}' differs from PyTorch by {worst:.3g} (> atol {atol}); "
                         "the exported file is not trustworthy")
     return result
-
-
-def _session(path: str | Path, device: str):
-    import onnxruntime as ort
-
-    providers = ["CPUExecutionProvider"]
-    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own exception types for bad files
-        raise UserError(f"'{path}' is not a usable ONNX model ({exc})") from exc
-
-
-class OnnxModel(nn.Module):
-    """An onnxruntime session behind the PyTorch model's interface (same input, same outputs).
-
-    Top-level buffers and attributes of the original model (e.g. YOLOv3's ``anchors``) are
-    restored from the metadata so that the task's decoding code finds them.
-    """
-
-    def __init__(self, session: Any, meta: dict):
-        super().__init__()
-        self.session = session
-        # tasks find the model's device through its first parameter; onnxruntime runs on the CPU
-        self.device_anchor = nn.Parameter(torch.zeros(1), requires_grad=False)
-        self.structure = meta["outputs"]["structure"]
-        self.input_dtype = getattr(torch, meta["input"]["dtype"])
-        for name, value in meta.get("attributes", {}).items():
-            if not hasattr(nn.Module, name):  # never shadow nn.Module's own members
-                setattr(self, name, value)
-        for name, buf in meta.get("buffers", {}).items():
-            self.register_buffer(name, torch.tensor(buf["data"], dtype=getattr(torch, buf["dtype"])))
-
-    def forward(self, x: torch.Tensor) -> Any:
-        array = x.detach().to(self.input_dtype).cpu().numpy()
-        outputs = [torch.from_numpy(o).to(x.device) for o in self.session.run(None, {"images": array})]
-        if self.structure == "tensor":
-            return outputs[0]
-        return tuple(outputs) if self.structure == "tuple" else outputs
-
-
-def read_metadata(path: str | Path) -> dict:
-    """The export metadata of an ``.onnx`` file; clear error when it is not one of ours."""
-    import onnx
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf decode errors have no common base class
-        raise UserError(f"'{path}' is not a readable ONNX file ({exc})") from exc
-    props = {p.key: p.value for p in proto.metadata_props}
-    if META_KEY not in props:
-        raise UserError(f"'{path}' was not exported by fashion-export (no '{META_KEY}' metadata); "
-                        "its classes and decoding are unknown")
-    return json.loads(props[META_KEY])
-
-
-def load_onnx(path: str | Path, device: str = "cpu") -> tuple[Task, OnnxModel, dict]:
-    """Rebuild ``(task, model, config)`` from an exported file, without the checkpoint."""
-    from fashionvision.data.converted import ConvertedDataset
-    from fashionvision.tasks import task_class
-
-    meta = read_metadata(path)
-    described, config = meta["task"], meta.get("config") or {}
-    model_cfg = dict(meta["model_cfg"])
-    data = ConvertedDataset.from_classes(described["classes"], described.get("mask_classes"),
-                                         metadata=described.get("metadata"))
-    task = task_class(model_cfg["name"])(model_cfg, data, config.get("augment"), config.get("anchors"))
-    model = OnnxModel(_session(path, device), meta).eval()
-    return task, model, config

@@ -90,8 +90,8 @@ def segmentation_items(prediction: dict, class_names: list[str], background: int
 
 
 def describe(predictor: Predictor, prediction: dict, polygons: bool = True) -> list[dict]:
-    """JSON-able items of one prediction, for either family."""
-    if predictor.task.name == "segmentation":
+    """JSON-able items of one prediction, for either kind (a segmenter's prediction holds a mask)."""
+    if "mask" in prediction:
         return segmentation_items(prediction, predictor.class_names, polygons=polygons)
     return detection_items(prediction, predictor.class_names)
 

@@ -22,11 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fashionvision.errors import UserError
+from fashionvision.engine.build import resolve_device
 from fashionvision.tasks.base import Task
 
-def _input_size(task: Task) -> int:
-    return int(task.model_cfg.get("image_size", 416))
 
 
 def prepare_image(task: Task, image: np.ndarray, index: int = 0, path: str = "") -> tuple[np.ndarray, dict]:
@@ -45,14 +43,14 @@ def prepare_image(task: Task, image: np.ndarray, index: int = 0, path: str = "")
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
     height, width = image.shape[:2]
-    size = _input_size(task)
+    size = task.image_size
     resize = size / max(height, width)
     new_w, new_h = max(1, round(width * resize)), max(1, round(height * resize))
     resized = image
     if (new_w, new_h) != (width, height):
         interp = cv2.INTER_AREA if resize < 1 else cv2.INTER_LINEAR
         resized = cv2.resize(image, (new_w, new_h), interpolation=interp)
-    shape = target_shape(size, new_h, new_w, rect=task.name == "segmentation")
+    shape = target_shape(size, new_h, new_w, rect=task.rect_input)
     boxed, _, scale, pad = letterbox(resized, shape)
     meta = {"path": path, "image_id": index, "orig_size": (height, width),
             "scale": float(resize * scale), "pad": (int(pad[0]), int(pad[1]))}
@@ -88,7 +86,7 @@ class Predictor:
 
     Attributes:
         task: the model family (``task.name`` is ``detection`` or ``segmentation``).
-        model: the network, in eval mode on ``device`` (an :class:`~fashionvision.inference.export.OnnxModel`
+        model: the network, in eval mode on ``device`` (an :class:`~fashionvision.inference.onnx.OnnxModel`
             for ``.onnx`` files).
         device: where inputs go.
         source: the checkpoint or ONNX file it was loaded from.
@@ -105,7 +103,7 @@ class Predictor:
     @property
     def kind(self) -> str:
         """``detector`` or ``segmenter`` (what the app and reports call the model)."""
-        return "segmenter" if self.task.name == "segmentation" else "detector"
+        return self.task.role
 
     @property
     def class_names(self) -> list[str]:
@@ -113,9 +111,7 @@ class Predictor:
 
     def default_thresholds(self) -> tuple[float | None, float | None]:
         """The drawn-output thresholds from the model config (None for the segmenter)."""
-        if self.task.name != "detection":
-            return None, None
-        return float(self.task.model_cfg.get("conf", 0.25)), float(self.task.model_cfg.get("iou", 0.45))
+        return self.task.default_thresholds()
 
     @torch.no_grad()
     def predict_batch(self, images: Sequence[np.ndarray], conf: float | None = None,
@@ -130,35 +126,15 @@ class Predictor:
         return self.predict_batch([image], conf, iou)[0]
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else is passed to torch."""
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise UserError(f"unknown device '{device}' ({exc})") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{device}' requested but CUDA is not available; use device=cpu")
-    return resolved
-
-
 def load_predictor(path: str | Path, device: str | None = "cpu", dataset_path: str | None = None) -> Predictor:
     """Load a checkpoint file, a run folder (best.pt, else last.pt) or an exported ``.onnx`` file."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"model '{path}' does not exist (give a checkpoint, a run folder or an .onnx file)")
-    if path.suffix.lower() == ".onnx":
-        from fashionvision.inference.export import load_onnx
+    from fashionvision.inference.loading import load_model
 
-        task, model, config = load_onnx(path, device=str(resolve_device(device)))
-        return Predictor(task, model, torch.device("cpu"), str(path), config)
-    from fashionvision.engine.checkpoint import load_for_inference
-
-    resolved = resolve_device(device)
-    task, model, config = load_for_inference(path, device=str(resolved), dataset_path=dataset_path)
-    model.eval()
-    return Predictor(task, model, resolved, str(path), dict(config or {}))
+    resolved = resolve_device(device, key="device")
+    task, model, config = load_model(path, device=resolved, dataset_path=dataset_path)
+    # onnxruntime takes CPU tensors whatever device it runs on
+    on = torch.device("cpu") if Path(path).suffix.lower() == ".onnx" else resolved
+    return Predictor(task, model, on, str(path), dict(config or {}))
 
 
 def model_info(predictor: Predictor) -> dict[str, Any]:
@@ -167,7 +143,7 @@ def model_info(predictor: Predictor) -> dict[str, Any]:
         "kind": predictor.kind,
         "task": predictor.task.name,
         "source": predictor.source,
-        "model": predictor.task.model_cfg.get("name"),
-        "image_size": _input_size(predictor.task),
+        "model": predictor.task.family,
+        "image_size": predictor.task.image_size,
         "classes": predictor.class_names,
     }

@@ -17,7 +17,7 @@ import copy
 import io
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -226,11 +226,3 @@ def write_report(output_dir: str | Path, gt: dict, results: list[dict], class_na
     plot_pr_curve(ev, class_names, out / "pr_curve.png", instances)
     plot_confusion_matrix(cm, class_names, out / "confusion_matrix.png")
     return metrics
-
-
-def format_table(metrics: dict) -> Iterable[str]:
-    """Printable per-class table lines."""
-    yield f"{'class':24s} {'inst':>6s} {'AP50':>7s} {'AP':>7s}"
-    for row in metrics.get("per_class", []):
-        if row["instances"]:
-            yield f"{row['class'][:24]:24s} {row['instances']:6d} {row['ap50']:7.3f} {row['ap']:7.3f}"

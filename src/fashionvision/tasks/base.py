@@ -15,11 +15,14 @@ Data flowing through it:
   device; the task turns ``images`` into floats inside :meth:`Task.compute_losses` (uint8 keeps
   host-to-device copies four times smaller).
 
-Tasks are registered by model name in :data:`fashionvision.tasks.TASKS`.
+The generic parts of a kind live in :mod:`fashionvision.tasks.detection` and
+:mod:`fashionvision.tasks.segmentation`; a family (``fashionvision.families.<name>``)
+subclasses one of them and is registered by model name in :data:`fashionvision.families.FAMILIES`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -28,16 +31,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from fashionvision.config import parse_section
+from fashionvision.data.augment_config import AugmentConfig
 from fashionvision.data.converted import ConvertedDataset
 
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside DDP and ``torch.compile`` wrappers (in any nesting)."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            return model
-        model = inner
 
 
 class Task(ABC):
@@ -50,15 +47,30 @@ class Task(ABC):
         anchors_cfg: the ``anchors`` config group (detection only; may be None).
     """
 
+    #: the kind of task (``detection``, ``segmentation``), stored in checkpoints as ``task``
     name: str = "task"
+    #: what apps and reports call a model of this kind (``detector``, ``segmenter``)
+    role: str = "model"
+    #: the family's registry key (``model.name``), stored in checkpoints as ``model``
+    family: str = ""
     #: key of :meth:`evaluate`'s result that selects the best checkpoint (higher is better)
     primary_metric: str = "metric"
+    #: the dataclass the ``model`` group is parsed into (None: kept as a plain dict)
+    config_class: type | None = None
+    #: class count for ``fashion-summary`` when neither a dataset nor ``num_classes`` gives one
+    default_num_classes: int = 80
+    #: input shape: True keeps the aspect ratio (long side ``image_size``, padded to a multiple
+    #: of 32), False letterboxes to a square ``image_size``
+    rect_input: bool = False
 
     def __init__(self, model_cfg: dict, data: ConvertedDataset, augment_cfg: dict | None = None,
                  anchors_cfg: dict | None = None):
         self.model_cfg = dict(model_cfg)
+        #: the ``model`` group parsed once (unknown keys and bad values refused here)
+        self.cfg = parse_section(self.config_class, self.model_cfg, "model") if self.config_class else None
         self.data = data
-        self.augment_cfg = dict(augment_cfg or {})
+        self.augment = parse_section(AugmentConfig, augment_cfg, "augment")
+        self.augment_cfg = dataclasses.asdict(self.augment)
         self.anchors_cfg = dict(anchors_cfg or {})
         #: set by the engine when colour jitter runs on the GPU (gpu_augment) instead of in the loader
         self.gpu_color = False
@@ -67,6 +79,28 @@ class Task(ABC):
     def class_names(self) -> list[str]:
         """Names of the classes the model predicts (index order)."""
         return self.data.classes
+
+    @property
+    def image_size(self) -> int:
+        """The input size (the long side for ``rect_input``)."""
+        return int(getattr(self.cfg, "image_size", None) or self.model_cfg.get("image_size", 416))
+
+    def default_thresholds(self) -> tuple[float | None, float | None]:
+        """``(conf, iou)`` for drawn outputs; ``(None, None)`` where a kind has none."""
+        return None, None
+
+    @classmethod
+    def check_config(cls, model_cfg: dict, augment_cfg: dict | None = None,
+                     anchors_cfg: dict | None = None) -> None:
+        """Parse every config group the task reads, without data: bad keys fail before any work."""
+        if cls.config_class is not None:
+            parse_section(cls.config_class, model_cfg, "model")
+        parse_section(AugmentConfig, augment_cfg, "augment")
+
+    @classmethod
+    def new_model(cls, model_cfg: dict, num_classes: int) -> nn.Module:
+        """A fresh network of this family without a dataset (``fashion-summary``)."""
+        raise NotImplementedError(f"{cls.__name__} cannot build a model without its data")
 
     @abstractmethod
     def build_model(self) -> nn.Module:
@@ -116,9 +150,8 @@ class Task(ABC):
             return batch
         from fashionvision.data.gpu_augment import gpu_color_jitter
 
-        a = self.augment_cfg
-        batch["images"] = gpu_color_jitter(batch["images"], float(a.get("hsv_h", 0)), float(a.get("hsv_s", 0)),
-                                           float(a.get("hsv_v", 0)), float(a.get("contrast", 0)),
+        a = self.augment
+        batch["images"] = gpu_color_jitter(batch["images"], a.hsv_h, a.hsv_s, a.hsv_v, a.contrast,
                                            max_value=255.0)
         return batch
 
@@ -128,4 +161,4 @@ class Task(ABC):
 
     def describe(self) -> dict:
         """What to store in a checkpoint to rebuild this task (names only, no code)."""
-        return {"task": self.name, "classes": self.class_names}
+        return {"task": self.name, "model": self.family, "classes": self.class_names}

@@ -1,16 +1,17 @@
-"""YOLOv3 detection as the engine sees it (see :mod:`fashionvision.tasks.base`).
+"""What every box detector shares (see :mod:`fashionvision.tasks.base`).
 
-Anchors come from the ``anchors`` config group: ``kmeans`` (computed from the training split
-by :func:`fashionvision.families.yolov3.anchors.ensure_anchors` when the file does not exist yet), ``coco``
-(the published values) or ``values`` (explicit ``[[w, h]] * 9``, as rebuilt from a checkpoint).
-They are stored in the model as a persistent buffer, so a loaded checkpoint always decodes
-with the anchors it was trained with; the task reads them back from the model.
+The dataset (letterboxed images and boxes), COCO evaluation at the original resolution,
+mapping boxes back out of the letterbox, and drawing. A family (``families/yolov3``)
+subclasses :class:`DetectionTask` and supplies its head through a small interface: a model
+(:meth:`build_model`), named losses (:meth:`loss`) and decoding to boxes (:meth:`decode`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from abc import abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from fashionvision.config import check_image_size, check_probability, require
 from fashionvision.errors import UserError
-from fashionvision.tasks.base import Task, unwrap
+from fashionvision.engine.distributed import unwrap
+from fashionvision.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -31,84 +34,55 @@ def _base_dataset(dataset: Any) -> Any:
     return dataset
 
 
+@dataclass
+class DetectionConfig:
+    """The ``model`` keys every detector has; a family's config adds its own."""
+
+    name: str = ""
+    image_size: int = 416     # letterbox size, a multiple of 32
+    weights: str | None = None
+    seed: int = 0
+    conf: float = 0.6         # drawn outputs
+    iou: float = 0.3
+    eval_conf: float = 0.001  # mAP needs every detection
+    eval_iou: float = 0.6
+    max_det: int = 300
+
+    def check(self) -> None:
+        check_image_size("model.image_size", self.image_size)
+        for key in ("conf", "iou", "eval_conf", "eval_iou"):
+            check_probability(f"model.{key}", getattr(self, key))
+        require(self.max_det >= 1, "model.max_det", self.max_det, "at least 1")
+
+
 class DetectionTask(Task):
-    """YOLOv3 on Darknet-53; metrics are COCO mAP (primary: mAP@.5)."""
+    """Boxes; metrics are COCO mAP (primary: mAP@.5)."""
 
     name = "detection"
+    role = "detector"
     primary_metric = "map50"
+    config_class = DetectionConfig
 
-    def __init__(self, model_cfg: dict, data, augment_cfg: dict | None = None,
-                 anchors_cfg: dict | None = None):
-        super().__init__(model_cfg, data, augment_cfg, anchors_cfg)
-        self.image_size = int(self.model_cfg.get("image_size", 416))
-        if self.image_size % 32:
-            raise UserError(f"model.image_size={self.image_size} must be a multiple of 32")
-        self._anchors: np.ndarray | None = None
-        self._criterion = None
+    # --- the family's head ------------------------------------------------------------------
+    @abstractmethod
+    def loss(self, outputs: Any, targets: Any, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Named scalar losses of the network's ``outputs`` against a batch's ``targets``."""
 
-    # --- anchors --------------------------------------------------------------------------
-    @property
-    def anchors(self) -> np.ndarray:
-        """The nine anchors (pixels at ``image_size``), sorted by area."""
-        if self._anchors is None:
-            self._anchors = self._resolve_anchors()
-        return self._anchors
+    @abstractmethod
+    def decode(self, outputs: Any, model: nn.Module, conf: float, iou: float,
+               max_det: int) -> list[dict]:
+        """Per image ``{"boxes" [N, 4] xyxy in input pixels, "scores", "labels"}`` after NMS."""
 
-    def _resolve_anchors(self) -> np.ndarray:
-        from fashionvision.families.yolov3.anchors import COCO_ANCHORS, ensure_anchors
-
-        cfg = self.anchors_cfg
-        name = cfg.get("name", "coco")
-        if name in ("values", "coco"):
-            values = np.asarray(cfg.get("values") or COCO_ANCHORS, dtype=np.float32)
-        elif name == "kmeans":
-            file = cfg.get("file")
-            folder = Path(self.data.folder)
-            if not file or not (Path(file).is_file() or (folder / "train.txt").is_file()):
-                # a checkpoint rebuilt without its dataset: the anchors buffer stored in the
-                # checkpoint replaces these placeholders when its weights are loaded
-                log.info("k-means anchors file not available; using COCO anchors until weights load")
-                values = np.asarray(COCO_ANCHORS, dtype=np.float32)
-            else:
-                values = ensure_anchors(folder, int(cfg.get("k", 9)), self.image_size,
-                                        int(cfg.get("seed", 0)), file)
-        else:
-            raise UserError(f"unknown anchors '{name}'; choose one of: coco, kmeans, values")
-        values = values.reshape(-1, 2)
-        if len(values) != 9:
-            raise UserError(f"YOLOv3 needs 9 anchors (3 per scale); anchors={name} gives {len(values)}")
-        return values[np.argsort(values.prod(1))]
-
-    # --- engine contract ------------------------------------------------------------------
-    def build_model(self) -> nn.Module:
-        from fashionvision.families import build_model
-
-        cfg = {**self.model_cfg, "anchors": self.anchors.tolist()}
-        return build_model(cfg, len(self.class_names))
-
-    @property
-    def criterion(self):
-        if self._criterion is None:
-            from fashionvision.families.yolov3.loss import YOLOLoss
-
-            c = self.model_cfg
-            if str(c.get("box_loss", "ciou")).lower() != "ciou":
-                raise UserError(f"model.box_loss={c.get('box_loss')} is not supported; use ciou")
-            self._criterion = YOLOLoss(
-                len(self.class_names), ignore_iou=float(c.get("ignore_iou", 0.5)),
-                loss_weights=c.get("loss_weights"), xy_scale=float(c.get("xy_scale", 1.0)),
-                multi_anchor_iou=c.get("multi_anchor_iou"),
-                iou_aware_obj=float(c.get("iou_aware_obj", 0.0)),
-                label_smoothing=float(c.get("label_smoothing", 0.0)))
-        return self._criterion
+    def default_thresholds(self) -> tuple[float | None, float | None]:
+        return self.cfg.conf, self.cfg.iou
 
     def build_dataset(self, split: str, train: bool, limit: int | None = None,
                       cache: bool = False) -> Dataset:
         from fashionvision.data.dataset import FashionDataset
 
         return FashionDataset(self.data, split, self.image_size, train, self.augment_cfg,
-                              task="detection", limit=limit, cache=cache,
-                              seed=int(self.model_cfg.get("seed", 0)),
+                              task=self.name, limit=limit, cache=cache,
+                              seed=self.cfg.seed,
                               color_on_cpu=not (train and self.gpu_color))
 
     def collate(self, items: list[dict]) -> dict:
@@ -126,20 +100,13 @@ class DetectionTask(Task):
         return x
 
     def compute_losses(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        bare = unwrap(model)
         outputs = model(self._input(model, batch["images"]))
-        return self.criterion(outputs, batch["targets"], bare.anchors, bare.strides)
+        return self.loss(outputs, batch["targets"], model)
 
     @torch.no_grad()
     def _raw_predict(self, model: nn.Module, images: torch.Tensor, conf: float, iou: float,
                      max_det: int) -> list[dict]:
-        from fashionvision.families.yolov3.decode import decode_outputs, nms
-
-        bare = unwrap(model)
-        outputs = model(self._input(model, images))
-        decoded = decode_outputs(outputs, bare.anchors, bare.strides,
-                                 float(self.model_cfg.get("xy_scale", 1.0)))
-        return nms(decoded, conf, iou, max_det)
+        return self.decode(model(self._input(model, images)), model, conf, iou, max_det)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, images: torch.Tensor, metas: list[dict],
@@ -147,9 +114,9 @@ class DetectionTask(Task):
                 max_det: int | None = None) -> list[dict]:
         from fashionvision.data.transforms import boxes_from_letterbox
 
-        conf = float(self.model_cfg.get("conf", 0.6) if conf is None else conf)
-        iou = float(self.model_cfg.get("iou", 0.3) if iou is None else iou)
-        max_det = int(self.model_cfg.get("max_det", 300) if max_det is None else max_det)
+        conf = float(self.cfg.conf if conf is None else conf)
+        iou = float(self.cfg.iou if iou is None else iou)
+        max_det = int(self.cfg.max_det if max_det is None else max_det)
         results = []
         for det, meta in zip(self._raw_predict(model, images, conf, iou, max_det), metas):
             boxes = boxes_from_letterbox(det["boxes"].cpu().numpy(), meta["scale"], meta["pad"],
@@ -167,9 +134,7 @@ class DetectionTask(Task):
         model.eval()
         # FashionDataset items carry image_id = index into its records (ground truth source)
         records = list(getattr(_base_dataset(loader.dataset), "records", []))
-        conf = float(self.model_cfg.get("eval_conf", 0.001))
-        iou = float(self.model_cfg.get("eval_iou", 0.6))
-        max_det = int(self.model_cfg.get("max_det", 300))
+        conf, iou, max_det = self.cfg.eval_conf, self.cfg.eval_iou, self.cfg.max_det
         images, results, seconds = [], [], 0.0
         for batch in loader:
             x = batch["images"].to(device, non_blocking=True)
@@ -191,7 +156,7 @@ class DetectionTask(Task):
         model.train(was_training)
         gt = M.gt_to_coco(images, self.class_names)
         extra = {"ms_per_image": 1000.0 * seconds / max(len(images), 1)}
-        op_conf = float(self.model_cfg.get("conf", 0.6))
+        op_conf = self.cfg.conf
         if output_dir is not None:
             metrics = M.write_report(output_dir, gt, results, self.class_names, op_conf, 0.5, extra)
         else:
@@ -221,5 +186,4 @@ class DetectionTask(Task):
                           scores=np_(prediction["scores"]) if "scores" in prediction else None)
 
     def describe(self) -> dict:
-        return {**super().describe(), "model": "yolo", "image_size": self.image_size,
-                "anchors": np.asarray(self.anchors).round(2).tolist()}
+        return {**super().describe(), "image_size": self.image_size}

@@ -1,8 +1,13 @@
-"""U-Net semantic segmentation as the engine sees it (see :mod:`fashionvision.tasks.base`).
+"""What every semantic segmenter shares (see :mod:`fashionvision.tasks.base`).
+
+The dataset (aspect-preserving resize, padded to a multiple of 32), mIoU evaluation at the
+original resolution, predicted-mask files and overlays. A family (``families/unet``)
+subclasses :class:`SegmentationTask` and supplies its model (:meth:`build_model`) and named
+losses (:meth:`loss`); decoding is the same for every segmenter (argmax of the logits).
 
 Classes are the converted dataset's ``mask_classes`` (index 0 = background). Images reach
-the model as RGB floats in [0, 1]; the ImageNet normalisation happens inside the model
-(:class:`fashionvision.families.unet.model.UNet`), so exported models and the app feed the same input.
+the model as RGB floats in [0, 1]; any normalisation happens inside the model, so exported
+models and the app feed the same input.
 
 Evaluation is honest about resolution: the logits of each image are cropped to the real
 image inside the letterbox, resized (bilinear) to the image's ORIGINAL size and only then
@@ -16,6 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from abc import abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from fashionvision.config import check_image_size, require
 from fashionvision.errors import UserError
-from fashionvision.tasks.base import Task, unwrap
+from fashionvision.engine.distributed import unwrap
+from fashionvision.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +59,29 @@ def logits_to_original(logits: torch.Tensor, meta: dict) -> torch.Tensor:
     return region
 
 
+@dataclass
+class SegmentationConfig:
+    """The ``model`` keys every segmenter has; a family's config adds its own."""
+
+    name: str = ""
+    image_size: int = 416   # long side; batches are rectangular
+    weights: str | None = None
+    seed: int = 0
+    ignore_index: int = 255
+
+    def check(self) -> None:
+        check_image_size("model.image_size", self.image_size)
+        require(0 <= self.ignore_index <= 255, "model.ignore_index", self.ignore_index, "in [0, 255]")
+
+
 class SegmentationTask(Task):
-    """U-Net (vanilla, MobileNetV2 or ResNet50 encoder); primary metric: mIoU."""
+    """Per-pixel classes; primary metric: mIoU."""
 
     name = "segmentation"
+    role = "segmenter"
     primary_metric = "miou"
+    config_class = SegmentationConfig
+    rect_input = True
 
     def __init__(self, model_cfg: dict, data, augment_cfg: dict | None = None,
                  anchors_cfg: dict | None = None):
@@ -64,25 +91,23 @@ class SegmentationTask(Task):
                 f"dataset '{data.name}' has no segmentation masks (DeepFashion has boxes only), so "
                 "model=unet cannot train or evaluate on it; use dataset=ccp or dataset=fashionpedia, "
                 "or model=yolo for detection")
-        self.image_size = int(self.model_cfg.get("image_size", 416))
-        self.ignore_index = int(self.model_cfg.get("ignore_index", 255))
+        self.ignore_index = self.cfg.ignore_index
         if len(data.mask_classes) > self.ignore_index:
             raise UserError(f"{len(data.mask_classes)} mask classes collide with "
                             f"model.ignore_index={self.ignore_index}")
         #: set by ``fashion-eval``: ``save_masks`` writes predicted masks during :meth:`evaluate`
         self.eval_options: dict = {"save_masks": False}
-        self._criterion: nn.Module | None = None
 
     @property
     def class_names(self) -> list[str]:
         return list(self.data.mask_classes)
 
-    # --- model and data -------------------------------------------------------------------
-    def build_model(self) -> nn.Module:
-        from fashionvision.families import build_model
+    # --- the family's head ------------------------------------------------------------------
+    @abstractmethod
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Named scalar losses of the logits ``[B, C, H, W]`` against masks ``[B, H, W]``."""
 
-        return build_model(self.model_cfg, len(self.class_names))
-
+    # --- data -----------------------------------------------------------------------------
     def build_dataset(self, split: str, train: bool, limit: int | None = None,
                       cache: bool = False) -> Dataset:
         from fashionvision.data.dataset import FashionDataset
@@ -91,8 +116,8 @@ class SegmentationTask(Task):
             raise UserError(f"converted dataset '{self.data.folder}' has mask_classes.txt but no masks/ "
                             "folder; convert it again")
         return FashionDataset(self.data, split, self.image_size, train, self.augment_cfg,
-                              task="segmentation", limit=limit, cache=cache,
-                              seed=int(self.model_cfg.get("seed", 0)), ignore_index=self.ignore_index,
+                              task=self.name, limit=limit, cache=cache,
+                              seed=self.cfg.seed, ignore_index=self.ignore_index,
                               color_on_cpu=not (train and self.gpu_color))
 
     def collate(self, items: list[dict]) -> dict:
@@ -101,29 +126,6 @@ class SegmentationTask(Task):
         return segmentation_collate(items)
 
     # --- training -------------------------------------------------------------------------
-    def class_weights(self) -> torch.Tensor:
-        """Cross-entropy weights from the training split's pixel frequencies (masks read once)."""
-        from fashionvision.families.unet.losses import class_weights_from_frequencies, pixel_frequencies
-
-        records = self.data.records("train")
-        started = time.perf_counter()
-        counts = pixel_frequencies((self.data.mask_path(r) for r in records), len(self.class_names),
-                                   self.ignore_index)
-        weights = class_weights_from_frequencies(counts)
-        log.info("class weights from %d training masks in %.1fs: min %.2f, max %.2f", len(records),
-                 time.perf_counter() - started, float(weights.min()), float(weights.max()))
-        return weights
-
-    @property
-    def criterion(self) -> nn.Module:
-        if self._criterion is None:
-            from fashionvision.families.unet.losses import SegmentationLoss
-
-            weights = self.class_weights() if self.model_cfg.get("class_weights") else None
-            self._criterion = SegmentationLoss(str(self.model_cfg.get("loss", "ce+dice")), weights,
-                                               self.ignore_index, self.model_cfg.get("loss_weights"))
-        return self._criterion
-
     @staticmethod
     def _input(images: torch.Tensor) -> torch.Tensor:
         # uint8 travels to the device (4x smaller copies); [0, 1] floats from here on, in the
@@ -131,11 +133,7 @@ class SegmentationTask(Task):
         return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
 
     def compute_losses(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        logits = model(self._input(batch["images"]))
-        criterion = self.criterion
-        if criterion.class_weights is not None and criterion.class_weights.device != logits.device:
-            criterion.to(logits.device)
-        return criterion(logits, batch["masks"])
+        return self.loss(model(self._input(batch["images"])), batch["masks"], model)
 
     # --- inference ------------------------------------------------------------------------
     @torch.no_grad()
@@ -250,29 +248,16 @@ class SegmentationTask(Task):
         """The predicted mask blended over the image, with a legend of the classes present."""
         mask = prediction["mask"]
         mask = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-        try:
-            from fashionvision.tasks.visualize import class_colors, mask_legend, overlay_mask
-        except ImportError:  # drawing must work even if the shared module changes
-            return _blend(np.asarray(image), mask)
+        from fashionvision.tasks.visualize import class_colors, mask_legend, overlay_mask
+
         colors = class_colors(len(self.class_names))
         out = overlay_mask(image, mask, alpha=0.5, colors=colors, ignore_index=self.ignore_index)
         return mask_legend(out, mask, self.class_names, colors, ignore_index=self.ignore_index)
 
     def describe(self) -> dict:
         # classes = what the model predicts (mask labels); det_classes rebuild the dataset's
-        # detection list for inference without the data (engine.checkpoint.load_for_inference)
-        return {**super().describe(), "model": "unet", "mask_classes": self.class_names,
+        # detection list for inference without the data (families.rebuild_task)
+        return {**super().describe(), "mask_classes": self.class_names,
                 "det_classes": list(self.data.classes),
-                "image_size": self.image_size, "ignore_index": self.ignore_index,
-                "encoder": self.model_cfg.get("encoder")}
+                "image_size": self.image_size, "ignore_index": self.ignore_index}
 
-
-def _blend(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Fallback overlay: a fixed pseudo-random colour per class, background untouched."""
-    rng = np.random.default_rng(0)
-    palette = rng.integers(0, 256, size=(256, 3), dtype=np.uint8)
-    painted = (mask > 0) & (mask < 256)
-    out = image.copy()
-    colored = palette[mask[painted].astype(np.int64)].astype(np.float32)
-    out[painted] = (image[painted] * (1 - alpha) + colored * alpha).astype(np.uint8)
-    return out

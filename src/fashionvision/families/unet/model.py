@@ -1,7 +1,7 @@
 """U-Net segmenters: the original encoder (``vanilla``) or a segmentation-models-pytorch encoder.
 
 ``build_unet(model_cfg, num_classes)`` is the ``unet`` entry of
-:data:`fashionvision.families.MODELS`. Every variant is wrapped in :class:`UNet`, which
+:data:`fashionvision.families.FAMILIES`. Every variant is wrapped in :class:`UNet`, which
 
 * takes RGB floats in [0, 1] (``[B, 3, H, W]``) and applies the ImageNet mean/std itself, so
   that the task, exported models and the app all feed the same thing and pretrained
@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: the encoders the study used; other segmentation-models-pytorch names are accepted too
-KNOWN_ENCODERS = ("vanilla", "mobilenet_v2", "resnet50")
 
 
 class UNet(nn.Module):

@@ -149,7 +149,7 @@ class YOLOv3(nn.Module):
 
 
 def build_yolov3(model_cfg: dict, num_classes: int) -> nn.Module:
-    """The ``MODELS["yolo"]`` builder: ``model_cfg`` is the ``model`` config group.
+    """The YOLOv3 builder: ``model_cfg`` is the ``model`` config group.
 
     Uses ``model_cfg["anchors"]`` (nine ``[w, h]`` in pixels, injected by the detection
     task from the ``anchors`` group) when present, else the COCO anchors.

@@ -1,0 +1,31 @@
+"""The ``model`` group of the U-Net as a typed dataclass (see ``configs/model/unet.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fashionvision.config import require
+from fashionvision.errors import UserError
+from fashionvision.tasks.segmentation import SegmentationConfig
+
+LOSSES = ("ce", "dice", "ce+dice")
+
+
+@dataclass
+class UNetConfig(SegmentationConfig):
+    """The vanilla U-Net or a segmentation-models-pytorch encoder, and its loss."""
+
+    encoder: str = "resnet50"
+    encoder_weights: str | None = None
+    width: float = 1.0                      # vanilla only: channel multiplier
+    batch_norm: bool = True                 # vanilla only
+    decoder_channels: list[int] | None = None
+    loss: str = "ce+dice"
+    loss_weights: dict | None = None
+    class_weights: bool = False
+
+    def check(self) -> None:
+        super().check()
+        require(self.width > 0, "model.width", self.width, "> 0")
+        if self.loss not in LOSSES:
+            raise UserError(f"model.loss='{self.loss}'; choose one of {', '.join(LOSSES)}")

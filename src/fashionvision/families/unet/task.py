@@ -1,0 +1,74 @@
+"""The U-Net as a segmentation task: its model and losses.
+
+The generic parts (dataset, mIoU at the original resolution, mask files, overlays) come from
+:class:`fashionvision.tasks.segmentation.SegmentationTask`. Images reach the model as RGB
+floats in [0, 1]; the ImageNet normalisation happens inside the model
+(:class:`fashionvision.families.unet.model.UNet`), so exported models and the app feed the
+same input.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from torch import nn
+
+from fashionvision.families.unet.config import UNetConfig
+from fashionvision.tasks.segmentation import SegmentationTask
+
+log = logging.getLogger(__name__)
+
+
+class UNetTask(SegmentationTask):
+    """U-Net (vanilla, MobileNetV2 or ResNet50 encoder); primary metric: mIoU."""
+
+    family = "unet"
+    config_class = UNetConfig
+    default_num_classes = 59  # CCP's labels
+
+    def __init__(self, model_cfg: dict, data, augment_cfg: dict | None = None,
+                 anchors_cfg: dict | None = None):
+        super().__init__(model_cfg, data, augment_cfg, anchors_cfg)
+        self._criterion: nn.Module | None = None
+
+    @classmethod
+    def new_model(cls, model_cfg: dict, num_classes: int) -> nn.Module:
+        from fashionvision.families.unet.model import build_unet
+
+        return build_unet(model_cfg, num_classes)
+
+    def build_model(self) -> nn.Module:
+        return self.new_model(self.model_cfg, len(self.class_names))
+
+    def class_weights(self) -> torch.Tensor:
+        """Cross-entropy weights from the training split's pixel frequencies (masks read once)."""
+        from fashionvision.families.unet.losses import class_weights_from_frequencies, pixel_frequencies
+
+        records = self.data.records("train")
+        started = time.perf_counter()
+        counts = pixel_frequencies((self.data.mask_path(r) for r in records), len(self.class_names),
+                                   self.ignore_index)
+        weights = class_weights_from_frequencies(counts)
+        log.info("class weights from %d training masks in %.1fs: min %.2f, max %.2f", len(records),
+                 time.perf_counter() - started, float(weights.min()), float(weights.max()))
+        return weights
+
+    @property
+    def criterion(self) -> nn.Module:
+        if self._criterion is None:
+            from fashionvision.families.unet.losses import SegmentationLoss
+
+            weights = self.class_weights() if self.cfg.class_weights else None
+            self._criterion = SegmentationLoss(self.cfg.loss, weights, self.ignore_index, self.cfg.loss_weights)
+        return self._criterion
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, model: nn.Module) -> dict[str, torch.Tensor]:
+        criterion = self.criterion
+        if criterion.class_weights is not None and criterion.class_weights.device != outputs.device:
+            criterion.to(outputs.device)
+        return criterion(outputs, targets)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "encoder": self.cfg.encoder}
