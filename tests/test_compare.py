@@ -58,7 +58,7 @@ class Oracle:
     def __init__(self, kind: str, data: ConvertedDataset):
         self.kind = kind
         name = "detection" if kind == "detector" else "segmentation"
-        self.task = SimpleNamespace(name=name, model_cfg={"eval_conf": 0.001, "eval_iou": 0.6, "ignore_index": 255})
+        self.task = SimpleNamespace(name=name, cfg=SimpleNamespace(eval_conf=0.001, eval_iou=0.6), ignore_index=255)
         self.class_names = list(data.classes if kind == "detector" else data.mask_classes)
         self.truth = {}
         for record in data.records("test"):
