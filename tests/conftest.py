@@ -1,7 +1,9 @@
 """Shared test fixtures.
 
 Real data (read-only, never copied into the repo) is found through ``FASHION_DATA_DIR`` if set,
-else ``<repo>/../shared/data``. Tests that need it skip with a reason when it is absent.
+else ``<repo>/../shared/data``. Tests that need it skip with a reason when it is absent; the
+small CCP folders that the model, predict, export and compare tests use fall back to a
+synthetic CCP-format source generated at test time (``tests/fixtures/synthetic_ccp.py``).
 """
 
 from __future__ import annotations
@@ -91,10 +93,29 @@ def build_hand_converted_ccp(ccp: Path, folder: Path, stems: list[str], masks: b
 
 
 @pytest.fixture(scope="session")
-def hand_converted_ccp(shared_data: Path, tmp_path_factory) -> Path:
-    """A converted folder (train split only) of 4 real CCP images, with masks."""
+def synthetic_ccp(tmp_path_factory) -> Path:
+    """A CCP-format source of 6 synthetic photos (native layout: photos/, .mat masks, label_list.mat)."""
+    from fixtures.synthetic_ccp import make_synthetic_ccp
+
+    return make_synthetic_ccp(tmp_path_factory.mktemp("synthetic_ccp"), count=6)
+
+
+def _ccp_source(name: str, tmp_path_factory) -> Path:
+    """The shared CCP folder ``name`` when present, else the synthetic one (same layout)."""
+    real = shared_data_dir() / name
+    if (real / "label_list.mat").is_file():
+        return real
+    from fixtures.synthetic_ccp import make_synthetic_ccp
+
+    return make_synthetic_ccp(tmp_path_factory.mktemp(f"synthetic_{name}"), count=6)
+
+
+@pytest.fixture(scope="session")
+def hand_converted_ccp(tmp_path_factory) -> Path:
+    """A converted folder (train split only) of 4 CCP images (real when available), with masks."""
     stems = ["0001", "0002", "0003", "0004"]
-    return build_hand_converted_ccp(shared_data / "ccp", tmp_path_factory.mktemp("hand_ccp"), stems)
+    return build_hand_converted_ccp(_ccp_source("ccp", tmp_path_factory), tmp_path_factory.mktemp("hand_ccp"),
+                                    stems)
 
 
 # --- issue 6 (compare / predict / export / serve): one tiny detector and one tiny segmenter ----
@@ -105,9 +126,10 @@ TINY_STEMS = ["0001", "0002", "0003", "0004", "0005", "0006"]
 
 
 @pytest.fixture(scope="session")
-def tiny_ccp(shared_data: Path, tmp_path_factory) -> Path:
-    """6 real CCP-416 images (boxes by the CCP rule, masks): train = all, val = 2, test = 3."""
-    folder = build_hand_converted_ccp(shared_data / "ccp-416", tmp_path_factory.mktemp("tiny_ccp"), TINY_STEMS)
+def tiny_ccp(tmp_path_factory) -> Path:
+    """6 CCP-416 images (real when available; boxes by the CCP rule, masks): train = all, val = 2, test = 3."""
+    folder = build_hand_converted_ccp(_ccp_source("ccp-416", tmp_path_factory), tmp_path_factory.mktemp("tiny_ccp"),
+                                      TINY_STEMS)
     lines = (folder / "train.txt").read_text().splitlines()
     (folder / "val.txt").write_text("\n".join(lines[:2]) + "\n")
     (folder / "test.txt").write_text("\n".join(lines[3:]) + "\n")

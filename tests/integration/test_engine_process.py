@@ -1,4 +1,7 @@
-"""The engine in real processes: SIGKILL + exact resume, SIGTERM -> 143, 2-process DDP (gloo)."""
+"""The engine in real processes: SIGKILL + exact resume, SIGTERM -> 143, 2-process DDP (gloo).
+
+Subprocess tests: in the slow tier (``python -m pytest -m slow``), which CI also runs.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ import torch
 
 from toy_task import make_toy_dataset
 
-TOY_TRAIN = Path(__file__).resolve().parent / "toy_train.py"
+TOY_TRAIN = Path(__file__).resolve().parents[1] / "toy_train.py"
+
+pytestmark = pytest.mark.slow
 
 
 def _env(**extra: str) -> dict:
