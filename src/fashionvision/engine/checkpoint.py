@@ -183,10 +183,20 @@ def model_state(ckpt: dict, prefer_ema: bool = True) -> dict:
     raise UserError("checkpoint holds no model weights (no 'model', 'ema' or 'state_dict' entry)")
 
 
-def load_matching(model: nn.Module, state: dict, source: str = "checkpoint") -> list[str]:
-    """Load the tensors whose names and shapes match; return (and log) the skipped names."""
+def load_matching(model: nn.Module, state: dict, source: str = "checkpoint",
+                  prefixes: tuple[str, ...] = ("",)) -> list[str]:
+    """Load the tensors whose names and shapes match; return (and log) the skipped names.
+
+    The one partial-weights loader (fine-tuning, Darknet-converted and U-Net weights). Each name
+    of ``state`` is tried under every one of ``prefixes`` (a U-Net wrapper takes the bare
+    network's weights under ``net.`` and an encoder's under ``net.encoder.``).
+    """
     own = model.state_dict()
-    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+    mapped = {}
+    for key, value in state.items():
+        bare = key.removeprefix("module.").removeprefix("_orig_mod.")  # DDP / torch.compile
+        mapped[next((p + bare for p in prefixes if p + bare in own), bare)] = value
+    state = mapped
     usable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     skipped = [f"{k} {tuple(state[k].shape)} -> {tuple(own[k].shape)}"
                for k in state if k in own and k not in usable]

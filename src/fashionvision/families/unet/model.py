@@ -81,7 +81,7 @@ class UNet(nn.Module):
 
         Returns the names of the file's tensors that were not used.
         """
-        return load_weights(self, path)[1]
+        return load_weights(self, path)
 
 
 def _library_unet(encoder: str, encoder_weights: str | None, num_classes: int,
@@ -133,57 +133,22 @@ def build_unet(model_cfg: dict, num_classes: int) -> UNet:
     return UNet(net, num_classes)
 
 
-def _state_dict_from(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    """The model weights inside a loaded file: a bare state dict or one of our checkpoints."""
-    if isinstance(obj, dict):
-        # Our checkpoints keep the EMA weights (what was validated) beside the raw ones.
-        ema = obj.get("ema")
-        for inner in (ema.get("module") if isinstance(ema, dict) else None, obj.get("model"),
-                      obj.get("state_dict")):
-            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-                return inner
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj
-    raise UserError(f"{path}: not a state dict or a fashionvision checkpoint")
-
-
-def load_weights(model: UNet, path: str | os.PathLike) -> tuple[list[str], list[str]]:
+def load_weights(model: UNet, path: str | os.PathLike) -> list[str]:
     """Load a local weights file into ``model``, skipping tensors whose shapes differ.
 
     Accepts a bare ``state_dict`` of :class:`UNet` (keys ``net.*``), of the inner network (a
     plain segmentation-models-pytorch Unet or :class:`VanillaUNet`), of an encoder alone
-    (keys without the ``encoder.`` prefix), or a fashionvision checkpoint. Files are read
-    with ``weights_only=True``: a file carrying pickled code is refused.
+    (keys without the ``encoder.`` prefix), or a fashionvision checkpoint (EMA weights
+    preferred). Files are read with ``weights_only=True``: a file carrying pickled code is
+    refused.
 
     Returns:
-        (loaded keys, skipped keys); both are also logged.
+        the skipped tensors (also logged).
     """
+    from fashionvision.engine.checkpoint import load_checkpoint, load_matching, model_state
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model.weights: file '{path}' does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - corrupt file, pickled objects, wrong format
-        raise UserError(f"model.weights: cannot read '{path}' as PyTorch weights ({exc})") from None
-    source = _state_dict_from(obj, path)
-    target = model.state_dict()
-    # Map the file's keys onto ours: as they are, under net., or under net.encoder.
-    candidates: dict[str, torch.Tensor] = {}
-    unmatched: list[str] = []
-    for key, tensor in source.items():
-        bare = key.removeprefix("module.").removeprefix("_orig_mod.")  # DDP / torch.compile
-        name = next((n for n in (bare, f"net.{bare}", f"net.encoder.{bare}") if n in target), None)
-        if name is None:
-            unmatched.append(key)
-        else:
-            candidates[name] = tensor
-    loaded = [k for k, t in candidates.items() if t.shape == target[k].shape]
-    skipped = unmatched + [f"{k} {tuple(candidates[k].shape)} -> {tuple(target[k].shape)}"
-                           for k in candidates if k not in loaded]
-    if not loaded:
-        raise UserError(f"model.weights: no tensor of '{path}' fits this model "
-                        f"(encoder or class count differ?)")
-    model.load_state_dict({k: candidates[k] for k in loaded}, strict=False)
-    log.info("loaded %d tensors from %s; skipped %d%s", len(loaded), path, len(skipped),
-             f" (e.g. {', '.join(skipped[:5])})" if skipped else "")
-    return loaded, skipped
+    return load_matching(model, model_state(load_checkpoint(path)), source=f"model.weights '{path}'",
+                         prefixes=("", "net.", "net.encoder."))
