@@ -17,6 +17,9 @@ from fashionvision.errors import UserError
 
 T = TypeVar("T")
 
+#: the input size (square letterbox side, or long side) when a config gives none
+DEFAULT_IMAGE_SIZE = 416
+
 
 def _coerce(key: str, value: Any, annotation: str) -> Any:
     """Check one value against its annotation (as written in the dataclass)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fashionvision.cli._hydra import run_hydra
-from fashionvision.errors import UserError
+from fashionvision.config import DEFAULT_IMAGE_SIZE, check_image_size
 from fashionvision.families import build_task, family
 
 def resolve_num_classes(cfg: dict) -> tuple[int, str]:
@@ -46,9 +46,8 @@ def summarize_model(model_cfg: dict, num_classes: int, image_size: int) -> dict:
 
 def summary(cfg: dict) -> int:
     model_cfg = dict(cfg["model"])
-    size = int(cfg.get("image_size") or model_cfg.get("image_size", 416))
-    if size % 32:
-        raise UserError(f"image_size={size} must be a multiple of 32")
+    size = int(cfg.get("image_size") or model_cfg.get("image_size", DEFAULT_IMAGE_SIZE))
+    check_image_size("image_size", size)
     num_classes, source = resolve_num_classes(cfg)
     result = summarize_model(model_cfg, num_classes, size)
     extra = ", ".join(f"{k}={model_cfg[k]}" for k in ("encoder", "width", "depth") if k in model_cfg)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from fashionvision.config import parse_section
+from fashionvision.config import DEFAULT_IMAGE_SIZE, parse_section
 from fashionvision.data.augment_config import AugmentConfig
 from fashionvision.data.converted import ConvertedDataset
 
@@ -83,7 +83,7 @@ class Task(ABC):
     @property
     def image_size(self) -> int:
         """The input size (the long side for ``rect_input``)."""
-        return int(getattr(self.cfg, "image_size", None) or self.model_cfg.get("image_size", 416))
+        return int(getattr(self.cfg, "image_size", None) or self.model_cfg.get("image_size", DEFAULT_IMAGE_SIZE))
 
     def default_thresholds(self) -> tuple[float | None, float | None]:
         """``(conf, iou)`` for drawn outputs; ``(None, None)`` where a kind has none."""

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from fashionvision.config import check_image_size, check_probability, require
+from fashionvision.config import DEFAULT_IMAGE_SIZE, check_image_size, check_probability, require
 from fashionvision.errors import UserError
 from fashionvision.engine.distributed import unwrap
 from fashionvision.tasks.base import Task
@@ -39,7 +39,7 @@ class DetectionConfig:
     """The ``model`` keys every detector has; a family's config adds its own."""
 
     name: str = ""
-    image_size: int = 416     # letterbox size, a multiple of 32
+    image_size: int = DEFAULT_IMAGE_SIZE  # letterbox size, a multiple of 32
     weights: str | None = None
     seed: int = 0
     conf: float = 0.6         # drawn outputs

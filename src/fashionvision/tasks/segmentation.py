@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from fashionvision.config import check_image_size, require
+from fashionvision.config import DEFAULT_IMAGE_SIZE, check_image_size, require
 from fashionvision.errors import UserError
 from fashionvision.engine.distributed import unwrap
 from fashionvision.tasks.base import Task
@@ -64,7 +64,7 @@ class SegmentationConfig:
     """The ``model`` keys every segmenter has; a family's config adds its own."""
 
     name: str = ""
-    image_size: int = 416   # long side; batches are rectangular
+    image_size: int = DEFAULT_IMAGE_SIZE  # long side; batches are rectangular
     weights: str | None = None
     seed: int = 0
     ignore_index: int = 255

@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from fashionvision.config import DEFAULT_IMAGE_SIZE
 from fashionvision.families.yolov3.darknet import ConvBNAct, Darknet53, scale_channels
 
 #: the published COCO anchors (pixels at 416x416), small to large
@@ -157,5 +158,5 @@ def build_yolov3(model_cfg: dict, num_classes: int) -> nn.Module:
     anchors = model_cfg.get("anchors") or COCO_ANCHORS_PX
     model = YOLOv3(num_classes, anchors, width=float(model_cfg.get("width", 1.0)),
                    depth=float(model_cfg.get("depth", 1.0)))
-    model.init_output_biases(int(model_cfg.get("image_size", 416)))
+    model.init_output_biases(int(model_cfg.get("image_size", DEFAULT_IMAGE_SIZE)))
     return model
