@@ -248,6 +248,31 @@ class Trainer:
         self._stop_signal = bool(signal_flag)
         return self._stop_signal or self._time_up()
 
+    def forward_backward(self, batch: dict, final_micro: bool) -> tuple[dict[str, float], bool]:
+        """Named losses of one micro-batch and their backward pass; ``(values, finite on every rank)``."""
+        # gradients are all-reduced once per optimizer step, not once per micro-batch
+        sync = self._ddp.no_sync if (self._ddp is not None and not final_micro) else contextlib.nullcontext
+        with sync():
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
+                losses = self.task.compute_losses(self.train_model, batch)
+            total = sum(losses.values())
+            # one device->host copy per batch for the NaN check and the logged values
+            values = dict(zip(["loss", *losses], torch.stack(
+                [total.detach().float(), *(v.detach().float() for v in losses.values())]).tolist()))
+            finite = du.all_true(math.isfinite(values["loss"]), self.device)
+            if finite:
+                self.scaler.scale(total / self.cfg.accumulate).backward()
+        return values, finite
+
+    def optimizer_step(self) -> None:
+        """Apply the accumulated gradients, update the EMA, count the step."""
+        self.scaler.step(self.optimizer)  # skips the update itself when fp16 gradients overflowed
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+
     def train_one_epoch(self) -> dict[str, float]:
         """One pass over the training split (or what is left of it after a resume)."""
         cfg, task = self.cfg, self.task
@@ -267,18 +292,7 @@ class Trainer:
             batch = to_device(batch, self.device, self.channels_last)
             batch = task.gpu_augment(batch)  # a no-op unless task.gpu_color
             final_micro = accumulated + 1 >= cfg.accumulate or self.batch_in_epoch == self.batches_per_epoch
-            # gradients are all-reduced once per optimizer step, not once per micro-batch
-            sync = self._ddp.no_sync if (self._ddp is not None and not final_micro) else contextlib.nullcontext
-            with sync():
-                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
-                    losses = task.compute_losses(self.train_model, batch)
-                total = sum(losses.values())
-                # one device->host copy per batch for the NaN check and the logged values
-                values = dict(zip(["loss", *losses], torch.stack(
-                    [total.detach().float(), *(v.detach().float() for v in losses.values())]).tolist()))
-                finite = du.all_true(math.isfinite(values["loss"]), self.device)
-                if finite:
-                    self.scaler.scale(total / cfg.accumulate).backward()
+            values, finite = self.forward_backward(batch, final_micro)
             images += int(batch["images"].shape[0])
             if finite:
                 self.bad_in_row = 0
@@ -310,13 +324,8 @@ class Trainer:
                         f"weights are in {self.run_dir / CHECKPOINT_DIR / LAST}. Try a lower trainer.lr, "
                         f"trainer.amp=bf16 instead of fp16, or check the data")
                 continue
-            self.scaler.step(self.optimizer)  # skips the update itself when fp16 gradients overflowed
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer_step()
             accumulated = 0
-            if self.ema is not None:
-                self.ema.update(self.model)
-            self.step += 1
             stop = self._sync_stop()
             speed = images * self.dist.world_size / max(time.perf_counter() - started, 1e-9)
             current = {k: v / max(counted, 1) for k, v in sums.items()}
