@@ -26,7 +26,6 @@ from fashionvision.engine.build import resolve_device
 from fashionvision.tasks.base import Task
 
 
-
 def prepare_image(task: Task, image: np.ndarray, index: int = 0, path: str = "") -> tuple[np.ndarray, dict]:
     """One RGB ``[H, W, 3]`` uint8 image -> the model input (``[h, w, 3]``) and its meta dict.
 
