@@ -1,4 +1,4 @@
-"""fashion-eval ckpt=RUN_OR_CKPT [split=test] [dataset=DIR] [output=DIR] [device=auto].
+"""fashion-eval ckpt=RUN_OR_CKPT [split=test] [dataset.path=DIR] [output=DIR] [device=auto].
 
 Task-agnostic: the checkpoint names its model family, the engine rebuilds ``(task, model)``
 from it, and the task's own :meth:`~fashionvision.tasks.base.Task.evaluate` computes and
@@ -21,15 +21,13 @@ log = logging.getLogger("fashionvision")
 
 
 def _dataset_path(cfg: dict, config: dict) -> str:
-    """``dataset=DIR`` if given, else the converted folder the checkpoint was trained on."""
-    given = cfg.get("data")
-    if isinstance(given, dict):  # tolerate `dataset.path=DIR`
-        given = given.get("path")
+    """``dataset.path=DIR`` (or ``dataset=NAME``) if given, else the folder the checkpoint was trained on."""
+    given = (cfg.get("dataset") or {}).get("path")
     path = given or (config.get("dataset") or {}).get("path")
     if not path:
-        raise UserError("the checkpoint does not record its dataset folder; pass dataset=DIR")
+        raise UserError("the checkpoint does not record its dataset folder; pass dataset.path=DIR")
     if not (Path(path) / "metadata.json").is_file():
-        raise UserError(f"dataset folder '{path}' is not a converted dataset; pass dataset=DIR "
+        raise UserError(f"dataset folder '{path}' is not a converted dataset; pass dataset.path=DIR "
                         "(a folder written by fashion-convert)")
     return str(path)
 
@@ -94,7 +92,7 @@ def main_body(cfg: dict) -> int:
 
 def main() -> None:
     # `fashion-eval RUN_DIR` -> `ckpt=RUN_DIR`
-    run_hydra("eval", main_body, bare_word_key="ckpt", renames={"dataset": "data"})
+    run_hydra("eval", main_body, bare_word_key="ckpt", dataset_alias=True)
 
 
 if __name__ == "__main__":

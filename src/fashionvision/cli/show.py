@@ -92,7 +92,7 @@ def show_command(cfg: dict) -> int:
 
 
 def main() -> None:
-    run_hydra("show", show_command)
+    run_hydra("show", show_command, dataset_alias=True)
 
 
 if __name__ == "__main__":
