@@ -37,8 +37,10 @@ def _text_color(rgb: Sequence[int]) -> tuple[int, int, int]:
     return (0, 0, 0) if luminance > 140 else (255, 255, 255)
 
 
-def _font_scale(image: np.ndarray) -> tuple[float, int]:
+def _font_scale(image: np.ndarray, scale: float | None = None) -> tuple[float, int]:
     side = max(image.shape[:2])
+    if scale:
+        return scale, max(1, int(round(scale * 2)))
     return max(0.35, side / 1400.0), max(1, int(round(side / 700.0)))
 
 
@@ -66,18 +68,20 @@ def label_texts(labels: Sequence[int], class_names: Sequence[str], scores: Seque
     return texts
 
 
-def label_rects(image_shape: tuple[int, ...], boxes: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+def label_rects(image_shape: tuple[int, ...], boxes: np.ndarray, texts: Sequence[str],
+                font_scale: float | None = None) -> np.ndarray:
     """Where :func:`draw_boxes` puts each label: ``[N, 4]`` rectangles that never overlap one
     another and lie inside the image (:func:`fashionvision.label_layout.place_labels`)."""
     from fashionvision.label_layout import place_labels
 
-    scale, thick = _font_scale(np.empty(tuple(image_shape[:2]) + (0,)))
+    scale, thick = _font_scale(np.empty(tuple(image_shape[:2]) + (0,)), font_scale)
     return place_labels(boxes, [_label_size(t, scale, thick) for t in texts], image_shape)
 
 
 def draw_boxes(
     image_rgb: np.ndarray, boxes: np.ndarray, labels: Sequence[int], class_names: Sequence[str],
     scores: Sequence[float] | None = None, colors: np.ndarray | None = None, thickness: int | None = None,
+    font_scale: float | None = None,
 ) -> np.ndarray:
     """Draw boxes ``[N, 4]`` (x1, y1, x2, y2 in pixels) with class names (and scores).
 
@@ -86,19 +90,20 @@ def draw_boxes(
 
     Args:
         colors: ``[num_classes, 3]`` palette; default :func:`class_colors` over ``class_names``.
+        font_scale: OpenCV font scale of the labels; default grows with the image size.
     """
     out = np.ascontiguousarray(image_rgb, dtype=np.uint8).copy()
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     palette = class_colors(max(len(class_names), 1)) if colors is None else np.asarray(colors)
-    scale, thick = _font_scale(out)
+    scale, thick = _font_scale(out, font_scale)
     line = thickness or max(1, thick + 1)
     colors_of = [tuple(int(c) for c in palette[int(cls) % len(palette)]) for cls in labels]
     for i in range(len(boxes)):  # every box first, so that no box line crosses a label
         x1, y1, x2, y2 = (int(round(v)) for v in boxes[i])
         cv2.rectangle(out, (x1, y1), (x2, y2), colors_of[i], line)
     texts = label_texts(labels, class_names, scores)
-    for i, rect in enumerate(label_rects(out.shape, boxes, texts)):
+    for i, rect in enumerate(label_rects(out.shape, boxes, texts, font_scale)):
         _label(out, texts[i], rect, colors_of[i], scale, thick)
     return out
 
