@@ -75,7 +75,9 @@ def test_non_image_upload_is_refused_clearly(client):
     response = client.post("/predict?model=detector",
                            files={"file": ("notes.txt", b"this is plain text, not a photo", "text/plain")})
     assert response.status_code == 415
-    assert "'notes.txt' is not a usable image" in response.json()["error"]
+    error = response.json()["error"]
+    assert "'notes.txt' is not a usable image" in error
+    assert "the upload" not in error and "BytesIO" not in error and "not an image format" in error
 
 
 def test_empty_oversized_and_bad_model_are_4xx(client, photo_bytes):
@@ -92,3 +94,20 @@ def test_empty_oversized_and_bad_model_are_4xx(client, photo_bytes):
 def test_two_models_of_one_kind_are_refused(models):
     with pytest.raises(UserError, match="both .* are detectors"):
         by_kind([models["detector"], models["detector"]])
+
+
+def test_segmenter_table_leaves_out_invisible_classes(client, photo_bytes):
+    """Classes under 0.1 % of the image are counted, not listed at "0.0 %"."""
+    from fashionvision.app.server import MIN_AREA_FRACTION, visible_items
+
+    response = client.post("/predict?model=segmenter&image=false",
+                           files={"file": ("a.jpg", photo_bytes, "image/jpeg")})
+    seg = response.json()["results"][0]
+    assert all(item["fraction"] >= MIN_AREA_FRACTION for item in seg["items"])
+    assert seg["hidden_items"] >= 0 and seg["min_area"] == MIN_AREA_FRACTION
+    items = [{"class": "dress", "fraction": 0.3}, {"class": "belt", "fraction": 0.0004},
+             {"class": "bag", "fraction": 0.001}]
+    shown, hidden = visible_items(items)
+    assert [i["class"] for i in shown] == ["dress", "bag"] and hidden == 1
+    page = client.get("/").text
+    assert "hidden_items" in page and "not listed" in page
