@@ -262,7 +262,7 @@ def run_compare(detector: str, segmenter: str, dataset: str | None, split: str, 
     if dataset is None:
         dataset = (det.config.get("dataset") or {}).get("path")
         if not dataset:
-            raise UserError("give dataset=DIR: the detector's checkpoint does not record its dataset folder")
+            raise UserError("give dataset.path=DIR: the detector's checkpoint does not record its dataset folder")
     data = ConvertedDataset.open(dataset)
     check_compatible(det, seg, data)
     ev = evaluate_both(det, seg, data, split, limit=limit, n_samples=n_images)
