@@ -10,7 +10,7 @@ import pytest
 from conftest import ccp_boxes_from_mat, ccp_label_names, CCP_EXCLUDED
 from fashionvision.data.image_io import read_image
 from fashionvision.label_layout import place_labels
-from fashionvision.visualize import draw_boxes, label_rects, label_texts
+from fashionvision.visualize import class_colors, draw_boxes, label_rects, label_texts
 
 CROWDED = "0100"  # 16 boxes by the CCP box rule: the most of the first 200 pixel-level images
 
@@ -62,6 +62,10 @@ def test_predictions_with_scores_on_a_crowded_image(crowded):
     assert_readable(rects, image.shape)
     drawn = draw_boxes(image, boxes, labels, names, scores=scores)
     assert drawn.shape == image.shape and (drawn != image).any()
+    palette = class_colors(len(names))
+    for rect, cls in zip(rects, labels):  # each label is drawn whole where the layout put it: nothing covers it
+        for x, y in ((rect[0], rect[1]), (rect[2] - 1, rect[1]), (rect[0], rect[3] - 1), (rect[2] - 1, rect[3] - 1)):
+            assert (drawn[y, x] == palette[cls]).all(), (names[cls], rect)
 
 
 def test_labels_at_the_edges_stay_whole():
