@@ -79,6 +79,12 @@ def _attempt(remote: RemoteFile, part: Path, timeout: float, progress: bool) -> 
         raise
     with response:
         total = _total_from(response, offset)
+        if response.status == 206:
+            match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+            if not match or match.group(1) is None or int(match.group(1)) != offset:
+                part.unlink()  # the server sent another range than asked for: start again
+                raise ConnectionError(f"{remote.url} answered a Range request with "
+                                      f"'{response.headers.get('Content-Range')}'; starting again")
         if response.status == 200 and offset:
             log.info("%s does not support resuming (HTTP 200 to a Range request): starting again", remote.url)
             offset = 0
