@@ -70,7 +70,10 @@ def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_ke
     OmegaConf.register_new_resolver(
         "fv_groups", lambda *, _root_: groups_text(dict(_root_.hydra.runtime.choices), CONFIG_DIR), replace=True)
     overrides, flags = split_argv(argv[1:])
-    if not {"-m", "--multirun", "--hydra-help", "--version", "-sc", "--shell-completion"} & set(flags):
+    # the check composes this command's own config: not for sweeps, other configs or Hydra's own output
+    skip = {"-m", "--multirun", "--hydra-help", "--version", "-sc", "--shell-completion", "-cn", "--config-name",
+            "-cp", "--config-path", "-cd", "--config-dir", "--experimental-rerun"}
+    if not skip & {f.split("=", 1)[0] for f in flags}:
         problem = override_error(CONFIG_DIR, config_name, overrides)
         if problem:
             print(f"error: {problem}", file=sys.stderr)
