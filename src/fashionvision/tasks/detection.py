@@ -172,6 +172,8 @@ class DetectionTask(Task):
         max_det = int(self.model_cfg.get("max_det", 300))
         images, results, seconds = [], [], 0.0
         for batch in loader:
+            if not batch["metas"]:
+                continue  # every image of the batch was unreadable (skipped by the dataset)
             x = batch["images"].to(device, non_blocking=True)
             sync = device.type == "cuda"
             if sync:
