@@ -30,7 +30,7 @@ BOX_FIELDS = 5  # x1, y1, x2, y2, cls
 #: broken file, and refusing it here keeps int64 arithmetic (and OpenCV) away from overflow
 MAX_VALUE = 65535
 #: plain ASCII decimal integers only: ``int()`` also takes ``1_000``, ``+5`` and non-ASCII digits
-_INTEGER = re.compile(r"-?[0-9]+")
+INTEGER_RE = re.compile(r"-?[0-9]+")
 
 
 @dataclass
@@ -115,7 +115,7 @@ def parse_line(
         if len(fields) != BOX_FIELDS:
             bad(f"box {index} '{token}' has {len(fields)} fields, expected 5 (x1,y1,x2,y2,cls)")
             continue
-        if not all(_INTEGER.fullmatch(v) for v in fields):
+        if not all(INTEGER_RE.fullmatch(v) for v in fields):
             bad(f"box {index} '{token}' has a non-integer field (plain decimal digits only)")
             continue
         values = [int(v) for v in fields]
