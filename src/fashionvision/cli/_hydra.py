@@ -57,14 +57,21 @@ def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_ke
               renames: dict[str, str] | None = None) -> None:
     """Run ``body(cfg)`` as a Hydra app; exit with its return code (0 when None).
 
-    Errors that are the user's (``UserError``) print one clear line instead of a traceback.
+    Errors that are the user's (``UserError``) print one clear line instead of a traceback, and
+    so do a run folder that cannot be created, a refused write and a setting of the wrong type
+    (:mod:`fashionvision.cli._failures`).
     """
     import hydra
     from omegaconf import DictConfig
 
+    from fashionvision.cli import _failures
     from fashionvision.errors import UserError
 
     sys.argv = rename_args(rewrite_bare_word(sys.argv, bare_word_key), renames)
+    problem = _failures.run_dir_problem(sys.argv)
+    if problem and not _failures.debug():
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     if not any(a.startswith("hydra.job.name=") for a in sys.argv):
         # run folders are named after the command (outputs/train/..., outputs/eval/...)
         sys.argv.append(f"hydra.job.name={config_name}")
@@ -77,6 +84,14 @@ def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_ke
         except UserError as exc:
             log.error("%s", exc)
             print(f"error: {exc}", file=sys.stderr)
+            status["code"] = 2
+        except (OSError, ValueError, TypeError) as exc:
+            message = (_failures.os_error_message(exc) or _failures.value_error_message(exc, sys.argv[1:])
+                       if not _failures.debug() else None)
+            if message is None:
+                raise
+            log.error("%s", message)
+            print(f"error: {message}", file=sys.stderr)
             status["code"] = 2
 
     _app()
