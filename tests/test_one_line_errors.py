@@ -200,6 +200,18 @@ def test_output_folder_under_a_file(hand_converted_ccp, tmp_path, capsys):
     assert_one_error(result, "cannot use", "afile")
 
 
+def test_output_file_is_not_a_regular_file(hand_converted_ccp, tmp_path, capsys):
+    """Renaming over a device or FIFO (e.g. output=/dev/full as root) would replace it: refused."""
+    import os
+    import stat
+
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    result = run_cli("anchors", [f"dataset.path={hand_converted_ccp}", "k=3", f"output={fifo}"], tmp_path, capsys)
+    assert_one_error(result, "cannot use", "fifo.json", "not a regular file")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
 def test_disk_full_while_writing(hand_converted_ccp, tmp_path, capsys, monkeypatch):
     """ENOSPC from the file system (simulated: no test can fill a real disk safely)."""
     import fashionvision.anchors as anchors_module

@@ -14,6 +14,7 @@ file written by another tool sees every bad line at once as ``FILE:LINE: reason`
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -211,8 +212,14 @@ def current_umask() -> int:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the whole new one, never half."""
+    """Write ``text`` so that readers see the old file or the whole new one, never half.
+
+    Refuses (``OSError``) to replace anything but a regular file: renaming over ``/dev/full``
+    or a FIFO would replace the device itself.
+    """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise OSError(errno.EEXIST, "exists and is not a regular file", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -237,7 +244,8 @@ def write_annotations(path: str | os.PathLike, records: Iterable[Record]) -> Non
         if problem or " " in record.path:
             raise ValueError(problem or f"image path '{record.path}' contains a space")
         b = record.boxes
-        if len(b) and ((b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any() or (b < 0).any()):
+        if len(b) and ((b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any() or (b < 0).any()
+                       or (b > MAX_VALUE).any()):
             raise ValueError(f"invalid box in record for '{record.path}': {b.tolist()}")
         lines.append(line)
     atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
