@@ -18,6 +18,9 @@ import pytest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+#: further variants of a case the fast suite already covers once: run with `-m slow`
+more = pytest.mark.slow
+
 
 def run_cli(module: str, args: list[str], tmp_path: Path, capsys, run_dir: bool = True) -> tuple[int, str]:
     """Run ``python -m fashionvision.cli.<module> args`` in-process; return (exit code, stdout+stderr)."""
@@ -56,7 +59,8 @@ def copy_converted(src: Path, dst: Path) -> Path:
 
 # --- annotations --------------------------------------------------------------------------------
 @pytest.mark.parametrize("value, command", [("99999999999999999999999", "anchors"), ("1_000", "show"),
-                                            ("\u0661\u0662", "anchors"), (str(2 ** 63), "show")])
+                                            pytest.param("\u0661\u0662", "anchors", marks=more),
+                                            pytest.param(str(2 ** 63), "show", marks=more)])
 def test_bad_integer_in_an_annotation(hand_converted_ccp, tmp_path, capsys, value, command):
     folder = copy_converted(hand_converted_ccp, tmp_path / "data")
     lines = (folder / "train.txt").read_text().splitlines()
@@ -73,10 +77,10 @@ def test_bad_integer_in_an_annotation(hand_converted_ccp, tmp_path, capsys, valu
 # --- converted folders and sources -----------------------------------------------------------
 @pytest.mark.parametrize("damage, fragment", [
     (lambda f: (f / "metadata.json").write_text("{ not json"), "not readable JSON"),
-    (lambda f: (f / "metadata.json").write_text("[1, 2]"), "expected a JSON object"),
-    (lambda f: (f / "metadata.json").write_bytes(b"\xff\xfe{}"), "not readable JSON"),
+    pytest.param(lambda f: (f / "metadata.json").write_text("[1, 2]"), "expected a JSON object", marks=more),
+    pytest.param(lambda f: (f / "metadata.json").write_bytes(b"\xff\xfe{}"), "not readable JSON", marks=more),
     (lambda f: (f / "classes.txt").unlink(), "classes.txt is missing"),
-    (lambda f: (f / "classes.txt").write_text(""), "lists no classes"),
+    pytest.param(lambda f: (f / "classes.txt").write_text(""), "lists no classes", marks=more),
 ])
 def test_damaged_converted_folder(hand_converted_ccp, tmp_path, capsys, damage, fragment):
     folder = copy_converted(hand_converted_ccp, tmp_path / "data")
@@ -84,7 +88,7 @@ def test_damaged_converted_folder(hand_converted_ccp, tmp_path, capsys, damage, 
     assert_one_error(run_cli("show", [f"dataset.path={folder}"], tmp_path, capsys), fragment)
 
 
-@pytest.mark.parametrize("keep", [0, 20, 130, 600])
+@pytest.mark.parametrize("keep", [0, 20, pytest.param(130, marks=more), pytest.param(600, marks=more)])
 def test_truncated_ccp_label_list(shared_data, tmp_path, capsys, keep):
     source = tmp_path / "ccp"
     (source / "annotations" / "pixel-level").mkdir(parents=True)
@@ -143,12 +147,12 @@ def test_resume_with_another_model_family(tiny_ccp, tiny_runs, tmp_path, capsys)
 
 # --- settings of the wrong type or range ---------------------------------------------------------
 @pytest.mark.parametrize("setting, fragment", [
-    ("trainer.lr=abc", "trainer.lr must be a number"),
+    pytest.param("trainer.lr=abc", "trainer.lr must be a number", marks=more),
     ("trainer.lr=-0.1", "trainer.lr must be a positive number"),
-    ("trainer.workers=many", "trainer.workers must be an integer"),
+    pytest.param("trainer.workers=many", "trainer.workers must be an integer", marks=more),
     ("trainer.workers=-2", "trainer.workers must be 0"),
     ("model.image_size=big", "model.image_size must be an integer"),
-    ("model.image_size=0", "model.image_size must be at least 32"),
+    pytest.param("model.image_size=0", "model.image_size must be at least 32", marks=more),
 ])
 def test_invalid_training_settings(tiny_ccp, tmp_path, capsys, setting, fragment):
     args = ["model=yolo", "model.width=0.0625", "model.image_size=64", "anchors=coco", "trainer=smoke",
@@ -159,15 +163,15 @@ def test_invalid_training_settings(tiny_ccp, tmp_path, capsys, setting, fragment
 
 @pytest.mark.parametrize("setting, fragment", [
     ("workers=abc", "invalid literal for int()"),
-    ("workers=-1", "workers must be at least 0"),
-    ("batch_size=[1]", "wrong type"),
+    pytest.param("workers=-1", "workers must be at least 0", marks=more),
+    pytest.param("batch_size=[1]", "wrong type", marks=more),
 ])
 def test_invalid_eval_settings(tiny_ccp, tiny_runs, tmp_path, capsys, setting, fragment):
     args = [f"ckpt={tiny_runs['detector']}", f"dataset={tiny_ccp}", setting]
     assert_one_error(run_cli("eval", args, tmp_path, capsys), fragment)
 
 
-@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+@pytest.mark.parametrize("port", ["99999", pytest.param("-1", marks=more), pytest.param("http", marks=more)])
 def test_serve_port_out_of_range(tiny_runs, tmp_path, capsys, port):
     result = run_cli("serve", [f"ckpt={tiny_runs['detector']}", f"port={port}"], tmp_path, capsys)
     assert_one_error(result, "is not a TCP port")
