@@ -137,7 +137,7 @@ def test_absurd_coordinates_are_refused_with_file_and_line(hand_converted_ccp, t
     lines[2] += f" 0,0,{value},5,1"
     (folder / "train.txt").write_text("\n".join(lines) + "\n")
     for run in (lambda: compute_anchors(folder, k=3), lambda: show(folder, "train", 4, None, 0, tmp_path / "o")):
-        with pytest.raises(AnnotationError, match=rf"train\.txt:3: box \d+ .* above 65535"):
+        with pytest.raises(AnnotationError, match=r"train\.txt:3: box \d+ .* above 65535"):
             run()
 
 
@@ -146,8 +146,9 @@ def test_show_skips_and_counts_unreadable_images(hand_converted_ccp, tmp_path, c
     from fashionvision.cli.show import show
 
     photos = tmp_path / "root"
+    wanted = {f"{stem}.jpg" for stem in ("0001", "0002", "0003", "0004")}
     shutil.copytree(ConvertedDataset.open(hand_converted_ccp).image_root / "photos", photos / "photos",
-                    ignore=lambda d, names: [n for n in names if n not in {f"{s}.jpg" for s in ("0001", "0002", "0003", "0004")}])
+                    ignore=lambda folder, names: [n for n in names if n not in wanted])
     folder = _copy_converted(hand_converted_ccp, tmp_path / "conv", photos)
     (photos / "photos" / "0001.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a JPEG")
     skipped: list[str] = []

@@ -123,7 +123,7 @@ def export_onnx(predictor: Predictor, output: str | Path, opset: int = DEFAULT_O
     and renamed into place only once it passed the check, so a failed export never replaces
     (or half-writes) an earlier one.
     """
-    task, model = predictor.task, predictor.model.eval()
+    model = predictor.model.eval()
     if not isinstance(model, nn.Module) or isinstance(model, OnnxModel):
         raise UserError("only a PyTorch checkpoint can be exported (this model is already ONNX)")
     output = Path(output)
@@ -134,7 +134,10 @@ def export_onnx(predictor: Predictor, output: str | Path, opset: int = DEFAULT_O
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}{output.suffix}")
     try:
-        report = _export_to(predictor, tmp, opset, atol, check)
+        try:
+            report = _export_to(predictor, tmp, opset, atol, check)
+        except UserError as exc:  # name the file the user asked for, not the temporary one
+            raise UserError(str(exc).replace(str(tmp), str(output))) from exc
         os.replace(tmp, output)
     finally:
         if tmp.exists():
