@@ -111,3 +111,27 @@ def test_segmenter_table_leaves_out_invisible_classes(client, photo_bytes):
     assert [i["class"] for i in shown] == ["dress", "bag"] and hidden == 1
     page = client.get("/").text
     assert "hidden_items" in page and "not listed" in page
+def test_validation_errors_use_the_error_shape(client):
+    """Issue 10 item 13: a 422 answers {"error": ...} like every other error, not FastAPI's {"detail": ...}."""
+    response = client.post("/predict", data={"model": "detector"})  # no file
+    assert response.status_code == 422
+    body = response.json()
+    assert set(body) == {"error"} and "file" in body["error"]
+    response = client.post("/predict?image=maybe", files={"file": ("a.jpg", b"x", "image/jpeg")})
+    assert response.status_code == 422 and set(response.json()) == {"error"} and "image" in response.json()["error"]
+
+
+def test_health_shows_no_server_paths(client, tiny_runs):
+    """Issue 10 item 13: /health names the checkpoints without the server's folders."""
+    text = client.get("/health").text
+    for run in tiny_runs.values():
+        assert str(run) not in text and str(run.parent) not in text
+    sources = {m["source"] for m in client.get("/health").json()["models"].values()}
+    assert all("/" not in s and s for s in sources)
+
+
+def test_no_docs_page_loading_a_cdn(client):
+    """Issue 10 item 13: /docs would load its scripts from a CDN; it is off, the page uses none."""
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
+    assert "cdn" not in client.get("/").text.lower()
+    assert client.get("/openapi.json").json()["paths"]["/predict"]

@@ -5,7 +5,10 @@
 * ``POST /predict`` (multipart field ``file``; ``model=detector|segmenter|both`` as a query or
   form field): JSON with, per model, the items found and the drawn result as an inline
   base64 PNG (``image=false`` leaves the picture out).
-* ``GET /health``: status and the loaded models.
+* ``GET /health``: status and the loaded models (file names only: no server paths).
+
+Every error answer is ``{"error": "..."}``, request validation (422) included. The interactive
+``/docs`` page is off: it loads its scripts from a CDN; ``/openapi.json`` describes the API.
 
 Uploads are read in chunks and refused with 413 past ``max_upload_mb``; anything that does not
 decode as an image (through the same reader as every other command) gets 415 with the reason;
@@ -24,6 +27,7 @@ from typing import Any
 import numpy as np
 # at module level: FastAPI resolves the endpoints' (string) annotations in this module's namespace
 from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
 from fashionvision.data.image_io import ImageReadError, decode_image_bytes
@@ -99,7 +103,9 @@ def create_app(models: dict[str, Predictor], max_upload_mb: float = 10.0, conf: 
                iou: float | None = None, max_pixels: int = 40_000_000, min_area: float = MIN_AREA_FRACTION):
     """The FastAPI application serving ``models`` (see :func:`by_kind`)."""
     limit = int(max_upload_mb * 1024 * 1024)
-    app = FastAPI(title="fashionvision", docs_url="/docs", redoc_url=None)
+    # no /docs or /redoc: both pages load their scripts from a CDN (a page calling out to a
+    # third party, and broken offline); /openapi.json still describes the API
+    app = FastAPI(title="fashionvision", docs_url=None, redoc_url=None)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -108,13 +114,21 @@ def create_app(models: dict[str, Predictor], max_upload_mb: float = 10.0, conf: 
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok", "max_upload_mb": max_upload_mb,
-                "models": {k: {key: v for key, v in model_info(p).items() if key != "classes"}
+                "models": {k: {key: (Path(v).name if key == "source" else v)  # never the server's paths
+                               for key, v in model_info(p).items() if key != "classes"}
                            for k, p in models.items()}}
 
     @app.exception_handler(HTTPException)
     def _http_error(_request: Any, exc: HTTPException) -> JSONResponse:
         # the page shows `error` verbatim; programs get the status code
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    def _validation_error(_request: Any, exc: RequestValidationError) -> JSONResponse:
+        # the same {"error": ...} shape as every other error (FastAPI's default is {"detail": [...]})
+        problems = [f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'request'}: {e.get('msg')}"
+                    for e in exc.errors()]
+        return JSONResponse({"error": "; ".join(problems) or "invalid request"}, status_code=422)
 
     @app.post("/predict")
     def predict(file: UploadFile = File(..., description="the photo"),

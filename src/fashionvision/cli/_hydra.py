@@ -53,11 +53,13 @@ def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_ke
     Hydra's flags work anywhere on the line (overrides are moved in front of them); the run
     folder is named after the command by the primary config's ``hydra.job.name``. Mistyped
     keys and group options, and errors that are the user's (``UserError``), print one clear
-    ``error:`` line instead of a traceback.
+    ``error:`` line instead of a traceback, and so do a run folder that cannot be created, a
+    refused write and a setting of the wrong type (:mod:`fashionvision.cli._failures`).
     """
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
+    from fashionvision.cli import _failures
     from fashionvision.cli._argv import dataset_aliases, group_options, reorder, split_argv
     from fashionvision.cli._hints import groups_text, override_error
     from fashionvision.errors import UserError
@@ -67,6 +69,10 @@ def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_ke
     if dataset_alias:
         argv = dataset_aliases(argv, group_options(CONFIG_DIR, "dataset"))
     sys.argv = argv
+    problem = _failures.run_dir_problem(sys.argv)
+    if problem and not _failures.debug():
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     OmegaConf.register_new_resolver(
         "fv_groups", lambda *, _root_: groups_text(dict(_root_.hydra.runtime.choices), CONFIG_DIR), replace=True)
     overrides, flags = split_argv(argv[1:])
@@ -87,6 +93,14 @@ def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_ke
         except UserError as exc:
             log.error("%s", exc)
             print(f"error: {exc}", file=sys.stderr)
+            status["code"] = 2
+        except (OSError, ValueError, TypeError) as exc:
+            message = (_failures.os_error_message(exc) or _failures.value_error_message(exc, sys.argv[1:])
+                       if not _failures.debug() else None)
+            if message is None:
+                raise
+            log.error("%s", message)
+            print(f"error: {message}", file=sys.stderr)
             status["code"] = 2
 
     _app()

@@ -57,10 +57,16 @@ def evaluate(cfg: dict, output: Path | None = None) -> dict:
     log.info("evaluating %s on %s split '%s' (%d images) on %s", ckpt, dataset, split, len(data), device)
     with torch.no_grad():
         metrics = dict(task.evaluate(model, loader, device, output))
+    # unreadable images are left out of ground truth and predictions alike (data/dataset.py)
+    skipped = int(getattr(data, "bad_images", 0))
+    if skipped:
+        log.warning("%d unreadable image(s) skipped: left out of the ground truth and the predictions",
+                    skipped)
     report_file = output / "metrics.json"
     written = json.loads(report_file.read_text()) if report_file.is_file() else {}
     report = {**written, **metrics, "eval": {"checkpoint": str(ckpt), "dataset": dataset, "split": split,
-                                             "images": len(data), "device": str(device),
+                                             "images": len(data) - skipped,
+                                             "skipped_images": skipped, "device": str(device),
                                              "task": task.name, "primary_metric": task.primary_metric}}
     atomic_write_text(report_file, json.dumps(report, indent=2))
     return report
@@ -69,6 +75,8 @@ def evaluate(cfg: dict, output: Path | None = None) -> dict:
 def _print(report: dict, output: Path) -> None:
     info = report["eval"]
     print(f"{info['task']} on {info['dataset']} [{info['split']}], {info['images']} images")
+    if info.get("skipped_images"):
+        print(f"  skipped {info['skipped_images']} unreadable image(s) (not scored; see the warnings)")
     for key, value in report.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             print(f"  {key:16s} {value:.4f}" if isinstance(value, float) else f"  {key:16s} {value}")
