@@ -83,9 +83,9 @@ def parse_section(cls: type[T], raw: dict | T | None, section: str) -> T:
 
 
 def require(ok: bool, key: str, value: Any, what: str) -> None:
-    """One-line refusal of a value: ``model.width=0 must be > 0``."""
+    """One-line refusal of a value: ``model.width must be > 0, got 0.0``."""
     if not ok:
-        raise UserError(f"{key}={value!r} must be {what}")
+        raise UserError(f"{key} must be {what}, got {value!r}")
 
 
 def check_probability(key: str, value: float | None) -> None:
@@ -96,4 +96,4 @@ def check_probability(key: str, value: float | None) -> None:
 
 def check_image_size(key: str, value: int) -> None:
     """Every network here downsamples five times: sizes are positive multiples of 32."""
-    require(value > 0 and value % 32 == 0, key, value, "a positive multiple of 32")
+    require(value >= 32 and value % 32 == 0, key, value, "at least 32 and a multiple of 32")

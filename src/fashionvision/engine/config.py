@@ -8,6 +8,7 @@ must not be silently ignored) and on values of the wrong kind.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 
@@ -64,8 +65,8 @@ class TrainerConfig:
         if self.checkpoint_every_steps is not None:
             require(self.checkpoint_every_steps >= 1, "trainer.checkpoint_every_steps",
                     self.checkpoint_every_steps, "at least 1 (or null)")
-        require(self.lr > 0, "trainer.lr", self.lr, "> 0")
-        require(self.workers >= 0, "trainer.workers", self.workers, ">= 0")
+        require(math.isfinite(self.lr) and self.lr > 0, "trainer.lr", self.lr, "a positive number")
+        require(self.workers >= 0, "trainer.workers", self.workers, "0 (load in the main process) or more")
         require(self.grad_clip is None or self.grad_clip >= 0, "trainer.grad_clip", self.grad_clip,
                 ">= 0 (or null)")
         require(0.0 <= self.ema_decay < 1.0, "trainer.ema_decay", self.ema_decay, "in [0, 1)")

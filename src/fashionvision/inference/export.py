@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 
 from fashionvision.errors import UserError
-from fashionvision.inference.onnx import META_KEY, OnnxModel, _session
+from fashionvision.inference.onnx import MAX_BUFFER_NUMEL, META_KEY, OnnxModel, _plain, _session
 from fashionvision.inference.predictor import Predictor, prepare_images
 from fashionvision.tasks.base import Task
 
@@ -36,9 +37,6 @@ log = logging.getLogger("fashionvision")
 
 DEFAULT_OPSET = 17
 DEFAULT_ATOL = 1e-4
-#: top-level buffers up to this many elements are copied into the metadata (anchors, strides)
-MAX_BUFFER_NUMEL = 4096
-_PLAIN = (bool, int, float, str)
 
 
 class _Recorder(nn.Module):
@@ -60,14 +58,6 @@ class _Recorder(nn.Module):
             return super().__getattr__(name)
         except AttributeError:
             return getattr(self.inner, name)
-
-
-def _plain(value: Any) -> bool:
-    if isinstance(value, _PLAIN):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    return False
 
 
 def model_attributes(model: nn.Module) -> tuple[dict, dict]:
@@ -112,20 +102,43 @@ def _flatten(outputs: Any) -> tuple[list[torch.Tensor], str]:
 
 
 def export_onnx(predictor: Predictor, output: str | Path, opset: int = DEFAULT_OPSET,
-                atol: float = DEFAULT_ATOL, check: bool = True) -> dict:
+                atol: float = DEFAULT_ATOL, check: bool = True, overwrite: bool = False) -> dict:
     """Export ``predictor``'s network to ``output`` and (with ``check``) verify it with onnxruntime.
 
     Returns a report: the file, opset, input/output shapes, and for the check the maximum
     absolute difference of the raw outputs at batch 1 and batch 2 (dynamic batch) and the
-    tolerance. Raises :class:`UserError` when the difference exceeds ``atol``.
+    tolerance. Raises :class:`UserError` when the difference exceeds ``atol``, and when
+    ``output`` exists and ``overwrite`` is false. The file is written under a temporary name
+    and renamed into place only once it passed the check, so a failed export never replaces
+    (or half-writes) an earlier one.
     """
-    import onnx
-
-    task, model = predictor.task, predictor.model.eval()
+    model = predictor.model.eval()
     if not isinstance(model, nn.Module) or isinstance(model, OnnxModel):
         raise UserError("only a PyTorch checkpoint can be exported (this model is already ONNX)")
     output = Path(output)
+    if output.exists() and not overwrite:
+        raise UserError(f"'{output}' already exists; pass overwrite=true to replace it, or choose another output=")
+    if output.exists() and not output.is_file():
+        raise UserError(f"'{output}' exists and is not a file")
     output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}{output.suffix}")
+    try:
+        try:
+            report = _export_to(predictor, tmp, opset, atol, check)
+        except UserError as exc:  # name the file the user asked for, not the temporary one
+            raise UserError(str(exc).replace(str(tmp), str(output))) from exc
+        os.replace(tmp, output)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    report["file"] = str(output)
+    return report
+
+
+def _export_to(predictor: Predictor, output: Path, opset: int, atol: float, check: bool) -> dict:
+    import onnx
+
+    task, model = predictor.task, predictor.model.eval()
     device = next(iter(model.parameters())).device
     _, images, metas = example_input(task, batch=1)
     (x,) = capture_model_input(task, model, images.to(device), metas)

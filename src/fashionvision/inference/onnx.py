@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,6 +20,17 @@ from fashionvision.errors import UserError
 from fashionvision.tasks.base import Task
 
 META_KEY = "fashionvision"
+#: top-level buffers up to this many elements are copied into the metadata (anchors, strides)
+MAX_BUFFER_NUMEL = 4096
+_PLAIN = (bool, int, float, str)
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return False
 
 
 def _session(path: str | Path, device: str):
@@ -75,7 +87,60 @@ def read_metadata(path: str | Path) -> dict:
     if META_KEY not in props:
         raise UserError(f"'{path}' was not exported by fashion-export (no '{META_KEY}' metadata); "
                         "its classes and decoding are unknown")
-    return json.loads(props[META_KEY])
+    try:
+        meta = json.loads(props[META_KEY])
+    except ValueError as exc:
+        raise UserError(f"'{path}': its '{META_KEY}' metadata is not valid JSON ({exc})") from exc
+    problem = metadata_problem(meta)
+    if problem:
+        raise UserError(f"'{path}': damaged or crafted '{META_KEY}' metadata: {problem}")
+    return meta
+
+
+#: dtypes a file may name (resolved with getattr(torch, ...): never an arbitrary attribute)
+_DTYPES = ("float32", "float16", "bfloat16", "float64", "uint8", "int8", "int32", "int64", "bool")
+
+
+def metadata_problem(meta: Any) -> str | None:
+    """What is wrong with an export's metadata (it comes from a file: trust nothing), or None."""
+    if not isinstance(meta, dict):
+        return f"a JSON {type(meta).__name__}, expected an object"
+    task, model_cfg = meta.get("task"), meta.get("model_cfg")
+    if not isinstance(task, dict) or not isinstance(task.get("classes"), list) or not task["classes"] \
+            or not all(isinstance(c, str) for c in task["classes"]):
+        return "'task.classes' must be a non-empty list of names"
+    mask_classes = task.get("mask_classes")
+    if mask_classes is not None and (not isinstance(mask_classes, list)
+                                     or not all(isinstance(c, str) for c in mask_classes)):
+        return "'task.mask_classes' must be a list of names"
+    if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("name"), str):
+        return "'model_cfg.name' is missing"
+    if not isinstance(meta.get("config") or {}, dict):
+        return "'config' must be an object"
+    outputs, inputs = meta.get("outputs"), meta.get("input")
+    if not isinstance(outputs, dict) or outputs.get("structure") not in ("tensor", "tuple", "list"):
+        return "'outputs.structure' must be tensor, tuple or list"
+    if not isinstance(inputs, dict) or inputs.get("dtype") not in _DTYPES:
+        return f"'input.dtype' must be one of {', '.join(_DTYPES)}"
+    attributes, buffers = meta.get("attributes", {}), meta.get("buffers", {})
+    if not isinstance(attributes, dict) or not isinstance(buffers, dict):
+        return "'attributes' and 'buffers' must be objects"
+    for name, value in [*attributes.items(), *buffers.items()]:
+        if not name.isidentifier() or name.startswith("_"):
+            return f"attribute or buffer name {name!r} is not allowed"
+    for name, value in attributes.items():
+        if not _plain(value):
+            return f"attribute {name!r} is not a plain value"
+    for name, buf in buffers.items():
+        if not isinstance(buf, dict) or buf.get("dtype") not in _DTYPES:
+            return f"buffer {name!r} has no valid dtype"
+        try:
+            array = np.asarray(buf.get("data"), dtype=np.float64)
+        except (TypeError, ValueError):
+            return f"buffer {name!r} holds no numeric array"
+        if array.size > MAX_BUFFER_NUMEL or not np.isfinite(array).all():
+            return f"buffer {name!r} is too large or not finite"
+    return None
 
 
 def load_onnx(path: str | Path, device: str = "cpu") -> tuple[Task, OnnxModel, dict]:
@@ -84,6 +149,10 @@ def load_onnx(path: str | Path, device: str = "cpu") -> tuple[Task, OnnxModel, d
 
     meta = read_metadata(path)
     config = meta.get("config") or {}
-    task = rebuild_task(meta["model_cfg"], meta["task"], config, source=f"'{path}'")
+    try:
+        task = rebuild_task(meta["model_cfg"], meta["task"], config, source=f"'{path}'")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"'{path}': its metadata does not describe a usable model "
+                        f"({type(exc).__name__}: {exc})") from exc
     model = OnnxModel(_session(path, device), meta).eval()
     return task, model, config

@@ -137,6 +137,8 @@ class DetectionTask(Task):
         conf, iou, max_det = self.cfg.eval_conf, self.cfg.eval_iou, self.cfg.max_det
         images, results, seconds = [], [], 0.0
         for batch in loader:
+            if not batch["metas"]:
+                continue  # every image of the batch was unreadable (skipped by the dataset)
             x = batch["images"].to(device, non_blocking=True)
             sync = device.type == "cuda"
             if sync:

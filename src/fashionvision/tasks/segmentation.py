@@ -205,6 +205,8 @@ class SegmentationTask(Task):
         try:
             for batch in loader:
                 metas = batch["metas"]
+                if not metas:
+                    continue  # every image of the batch was unreadable (skipped by the dataset)
                 # read the ground truth before timing: disk I/O is not the model's speed
                 truths = [torch.from_numpy(self._original_mask(m).astype(np.int64)) for m in metas]
                 started = time.perf_counter()
