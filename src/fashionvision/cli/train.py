@@ -1,9 +1,11 @@
 """fashion-train [model=yolo|unet] [dataset=ccp|...] [trainer=default|smoke|cpu|ddp] [key=value ...]
 
 The run folder is Hydra's run dir (``hydra.run.dir=DIR`` to choose it): ``checkpoints/``,
-``tensorboard/``, ``.hydra/config.yaml`` (the composed config), ``train.log`` and
-``metrics.json``. With no argument it trains the default model on CCP, converting (and
-downloading) the data first when ``dataset.path`` holds no converted folder yet.
+``tensorboard/``, ``.hydra/config.yaml`` (the composed config), ``train.log``, ``results.csv``,
+``results.png`` and ``metrics.json``. With no argument it trains the default model on CCP,
+converting (and downloading) the data first when ``dataset.path`` holds no converted folder
+yet; on a machine without CUDA it picks the model's CPU profile (see ``cli/cpu_profile.py``).
+``trainer.max_time`` counts from the command start (the conversion excepted).
 
 Multi-GPU: ``torchrun --nproc_per_node=N -m fashionvision.cli.train trainer=ddp hydra.run.dir=DIR``
 (or set ``FASHION_RUN_DIR``); every rank must write into the same folder.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from fashionvision.cli._hydra import run_dir, run_hydra
@@ -24,14 +27,33 @@ log = logging.getLogger("fashionvision")
 RUN_DIR_ENV = "FASHION_RUN_DIR"
 
 
-def ensure_dataset(cfg: dict) -> None:
-    """Convert (and for CCP download) the dataset when ``dataset.path`` is not a converted folder."""
+#: ``time.perf_counter()`` at the process start (Linux: from /proc), for ``trainer.max_time``
+STARTED_AT: float | None = None
+
+
+def process_started_at() -> float:
+    """``time.perf_counter()`` of this process's start, so that the budget includes the imports."""
+    now = time.perf_counter()
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        age = uptime - ticks / os.sysconf("SC_CLK_TCK")
+        return now - age if 0 <= age < 600 else now
+    except (OSError, ValueError, IndexError):
+        return now
+
+
+def ensure_dataset(cfg: dict) -> bool:
+    """Convert (and for CCP download) the dataset when ``dataset.path`` is not a converted folder.
+
+    Returns True when it converted (the time it took is not charged to ``trainer.max_time``).
+    """
     from fashionvision.engine.build import dataset_ready
 
     dataset = cfg["dataset"]
     path = Path(dataset["path"])
     if dataset_ready(path):
-        return
+        return False
     name = dataset.get("name", "?")
     how = f"`fashion-convert {name} source={dataset.get('source')} output={path}`"
     if not cfg.get("convert_if_missing", False):
@@ -52,6 +74,7 @@ def ensure_dataset(cfg: dict) -> None:
 
     log.info("converting %s from %s into %s (first run only)", name, source, path)
     get_converter(name)(source, path)
+    return True
 
 
 def check_model_fits_dataset(cfg: dict) -> None:
@@ -74,13 +97,17 @@ def train(cfg: dict) -> int:
     """Build the task from the registry, train, write metrics.json; 143 when preempted."""
     from fashionvision.engine import distributed
     from fashionvision.engine.build import build_task
+    from fashionvision.engine.report import final_lines
     from fashionvision.engine.trainer import PREEMPTED_EXIT_CODE, Trainer
 
+    started_at = STARTED_AT if STARTED_AT is not None else time.perf_counter()
     folder = run_dir()
     check_model_fits_dataset(cfg)
-    ensure_dataset(cfg)
+    before = time.perf_counter()
+    if ensure_dataset(cfg):
+        started_at += time.perf_counter() - before
     task = build_task(cfg)
-    trainer = Trainer(task, cfg["trainer"], folder, cfg)
+    trainer = Trainer(task, cfg["trainer"], folder, cfg, started_at=started_at)
     try:
         metrics = trainer.fit()
     finally:
@@ -90,8 +117,8 @@ def train(cfg: dict) -> int:
                     folder / "checkpoints" / "last.pt", folder)
         return PREEMPTED_EXIT_CODE
     if trainer.dist.is_main:
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-        log.info("done (%s): %s; run folder %s", trainer.status, shown, folder)
+        for line in final_lines(trainer, time.perf_counter() - started_at):
+            log.info("%s", line)
     return 0
 
 
@@ -115,7 +142,14 @@ def distributed_overrides(argv: list[str], env: dict) -> list[str]:
 
 
 def main() -> None:
+    global STARTED_AT
+    STARTED_AT = process_started_at()
+    from fashionvision.cli.cpu_profile import cpu_profile_overrides
+
     sys.argv = distributed_overrides(sys.argv, dict(os.environ))
+    sys.argv, note = cpu_profile_overrides(sys.argv)
+    if note:
+        print(note, file=sys.stderr)
     run_hydra("train", train)
 
 

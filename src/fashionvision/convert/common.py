@@ -96,12 +96,12 @@ def seeded_split(n: int, fractions: Sequence[float], seed: int, names: Sequence[
 
 
 def progress(iterable: Iterable, total: int | None, desc: str, enabled: bool) -> Iterable:
-    """A tqdm progress bar when enabled (and tqdm is importable), else the iterable itself."""
+    """A bar with ETA on a terminal, plain lines in a log (:mod:`fashionvision.progress`), else the iterable."""
     if not enabled:
         return iterable
-    from tqdm import tqdm
+    from fashionvision.progress import progress as _progress
 
-    return tqdm(iterable, total=total, desc=desc, unit="img", dynamic_ncols=True, mininterval=0.5)
+    return _progress(iterable, total=total, desc=desc, unit="img", leave=True)
 
 
 def _is_within(child: Path, parent: Path) -> bool:

@@ -38,6 +38,25 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     raise UserError(f"trainer.device='{name}' is not a device; use auto, cpu, cuda or cuda:N")
 
 
+def clamp_workers(workers: int, cores: int | None = None) -> int:
+    """Loader workers, never more than this process's cores (per local rank under torchrun).
+
+    More workers than cores only makes them fight over the CPU (PyTorch warns about it, and
+    on a 2-core laptop the default 4 workers slow training down); one line says so.
+    """
+    import logging
+
+    from fashionvision.engine.report import cpu_count
+
+    local = max(int(os.environ.get("LOCAL_WORLD_SIZE", 1)), 1)
+    available = max((cores if cores is not None else cpu_count()) // local, 1)
+    if workers > available:
+        logging.getLogger("fashionvision.engine").info(
+            "trainer.workers=%d but %d core(s) are available: using %d loader workers", workers, available, available)
+        return available
+    return max(int(workers), 0)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -230,7 +230,8 @@ class SegmentationTask(Task):
             metrics = write_report(confusion.matrix.cpu().numpy(), self.class_names, output_dir, extra)
         else:
             metrics = {**confusion.compute(self.class_names), **extra}
-        return {**scalar_metrics(metrics), **extra}
+        # per_class: the table the trainer prints for the best checkpoint at the end of a run
+        return {**scalar_metrics(metrics), **extra, "per_class": metrics["per_class"]}
 
     def _save_mask(self, mask: torch.Tensor, meta: dict, folder: Path) -> Path:
         """A palette PNG whose pixel values are class indices (viewable and machine-readable)."""
