@@ -119,3 +119,11 @@ def test_best_checkpoint_keeps_its_per_class_table(tiny_runs: dict) -> None:
     assert shown and shown <= {r["class"] for r in rows if r["instances"]}
     assert "completed after 0:12 (1 epochs" in "\n".join(lines)
     assert any(line.startswith(f"files in {run}: checkpoints/best.pt") for line in lines)
+
+
+def test_an_empty_validation_split_is_a_clear_error(tmp_path: Path) -> None:
+    from fashionvision.errors import UserError
+
+    data = make_toy_dataset(tmp_path / "data", n_train=4, n_val=0)
+    with pytest.raises(UserError, match=r"split 'val' of .*data has no images .*split fractions"):
+        _trainer(data, tmp_path / "run").fit()

@@ -125,7 +125,9 @@ def evaluate_both(detector: Predictor, segmenter: Predictor, data: ConvertedData
     gt_images: list[dict] = []
     coco = {"detector": [], "segmenter": []}
     matrices = {k: ConfusionMatrix(len(seg_classes), ignore_index=ignore) for k in ("segmenter", "detector")}
-    for image_id, record in enumerate(records):
+    from fashionvision.progress import progress
+
+    for image_id, record in enumerate(progress(records, desc=f"compare {split}", unit="img")):
         path = data.image_path(record)
         try:
             image = read_image(path)

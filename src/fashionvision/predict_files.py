@@ -1,8 +1,9 @@
 """``fashion-predict``'s work: images, folders, globs and videos in; pictures and JSON out.
 
 For every input image it writes an annotated picture (boxes with class and score, or a
-coloured mask with a legend) and a JSON file: the detector's items are ``class``, ``score``
-and ``box``; the segmenter's are per-class pixel areas, mean probabilities and simplified
+coloured mask with a legend) and a JSON file; a video gives one annotated video
+(``<name>.mp4``, OpenCV's mp4v codec, at the source frame rate divided by ``video_stride``)
+and a JSON per predicted frame. The detector's items are ``class``, ``score`` and ``box``; the segmenter's are per-class pixel areas, mean probabilities and simplified
 polygons (``cv2.findContours`` + ``cv2.approxPolyDP``). Unreadable files are reported with
 their reason and skipped; the run goes on and ends with a count of both.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -109,6 +111,8 @@ class Frame:
     source: str
     image: np.ndarray | None = None
     error: str | None = None
+    video: Path | None = None  # the video file a frame comes from
+    fps: float = 0.0  # the frame rate of the predicted frames (source rate / stride)
 
 
 def _is_glob(text: str) -> bool:
@@ -153,6 +157,8 @@ def _video_frames(file: Path, stem: str, stride: int) -> Iterator[Frame]:
         yield Frame(stem, str(file), error="not a readable video (OpenCV could not open it)")
         return
     index = 0
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    fps = fps / stride if fps > 0 else 25.0 / stride
     try:
         while True:
             ok, frame = capture.read()
@@ -162,7 +168,7 @@ def _video_frames(file: Path, stem: str, stride: int) -> Iterator[Frame]:
                 break
             if index % stride == 0:
                 rgb = np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-                yield Frame(f"{stem}_f{index:06d}", f"{file}#frame={index}", image=rgb)
+                yield Frame(f"{stem}_f{index:06d}", f"{file}#frame={index}", image=rgb, video=Path(stem), fps=fps)
             index += 1
     finally:
         capture.release()
@@ -190,28 +196,126 @@ class PredictSummary:
     ok: int = 0
     skipped: list[dict] = field(default_factory=list)
     items: int = 0
+    videos: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         lines = [f"predicted {self.ok} image(s), skipped {len(self.skipped)}, {self.items} item(s) found; "
                  f"results in {self.output}"]
+        lines += [f"  annotated video {v}" for v in self.videos]
         lines += [f"  skipped {s['path']}: {s['reason']}" for s in self.skipped]
         return "\n".join(lines)
 
 
+class VideoOut:
+    """The annotated video of one source video, written beside the JSON files.
+
+    Written under a temporary name and renamed when complete, so an interrupted run never
+    leaves a truncated file under the final name. Frames are drawn pictures (RGB); one whose
+    size differs from the first (a legend of another width) is resized to it.
+    """
+
+    FOURCC = "mp4v"
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps = path, fps
+        self.tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+        self.writer: cv2.VideoWriter | None = None
+        self.size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def write(self, picture: np.ndarray) -> None:
+        h, w = picture.shape[:2]
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.size = (w - w % 2, h - h % 2)  # codecs want even sizes
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.FOURCC), self.fps, self.size)
+            if not self.writer.isOpened():
+                raise UserError(f"OpenCV cannot write an {self.FOURCC} video to '{self.tmp}'")
+        if (w, h) != self.size:
+            picture = cv2.resize(picture, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(cv2.cvtColor(np.ascontiguousarray(picture), cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> Path | None:
+        if self.writer is None:
+            return None
+        self.writer.release()
+        self.writer = None
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+        self.tmp.unlink(missing_ok=True)
+
+
+class VideoSink:
+    """One :class:`VideoOut` per source video: opened at its first frame, closed when another file starts."""
+
+    def __init__(self, output: Path):
+        self.output = output
+        self.current: VideoOut | None = None
+        self.written: list[str] = []
+
+    def add(self, frame: Frame, picture: np.ndarray) -> None:
+        path = self.output / f"{frame.video}.mp4"
+        if self.current is None or self.current.path != path:
+            self.finish()
+            self.current = VideoOut(path, frame.fps)
+        self.current.write(picture)
+
+    def finish(self) -> None:
+        if self.current is not None:
+            done = self.current.close()
+            if done is not None:
+                self.written.append(str(done))
+            self.current = None
+
+    def abort(self) -> None:
+        if self.current is not None:
+            self.current.discard()
+            self.current = None
+
+
 def predict_source(predictor: Predictor, source: str, output: str | Path, conf: float | None = None,
                    iou: float | None = None, video_stride: int = 1, progress: bool = True,
-                   save_images: bool = True) -> PredictSummary:
-    """Predict every image/frame of ``source``; write ``<name>.jpg`` and ``<name>.json`` to ``output``."""
-    from tqdm import tqdm
+                   save_images: bool = True, save_frames: bool = False) -> PredictSummary:
+    """Predict every image/frame of ``source``; write ``<name>.jpg`` and ``<name>.json`` to ``output``.
+
+    A video gives ``<video name>.mp4`` (annotated) and one JSON per predicted frame; its frames
+    are also written as JPEGs only with ``save_frames``.
+    """
+    from fashionvision.progress import progress as _progress
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     files, root = list_sources(source)
     total = count_work(files, video_stride)
     summary = PredictSummary(str(output))
-    bar = tqdm(iter_frames(files, root, video_stride), total=total, desc="predict", unit="img",
-               disable=not progress or total <= 1)
-    for frame in bar:
+    bar = _progress(iter_frames(files, root, video_stride), total=total, desc="predict", unit="img",
+                    enabled=progress and total > 1)
+    videos = VideoSink(output)
+    try:
+        _predict_frames(predictor, bar, output, summary, conf, iou, save_images, save_frames, videos)
+        videos.finish()
+    except BaseException:
+        videos.abort()  # no truncated video under its final name
+        raise
+    summary.videos = videos.written
+    atomic_write_text(output / "summary.json", json.dumps(
+        {"ok": summary.ok, "skipped": summary.skipped, "items": summary.items, "source": source,
+         "model": predictor.source, "videos": summary.videos}, indent=1) + "\n")
+    return summary
+
+
+def _predict_frames(predictor: Predictor, frames: Iterator[Frame], output: Path, summary: PredictSummary,
+                    conf: float | None, iou: float | None, save_images: bool, save_frames: bool,
+                    videos: VideoSink) -> None:
+    for frame in frames:
+        if frame.video is None:
+            videos.finish()  # a video before this file has ended
         if frame.error is not None:
             log.warning("skipped %s: %s", frame.source, frame.error)
             summary.skipped.append({"path": frame.source, "reason": frame.error})
@@ -229,10 +333,10 @@ def predict_source(predictor: Predictor, source: str, output: str | Path, conf: 
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(f"{target}.json"), json.dumps(record, indent=1) + "\n")
         if save_images:
-            write_image(Path(f"{target}.jpg"), draw(predictor, frame.image, prediction))
+            picture = draw(predictor, frame.image, prediction)
+            if frame.video is not None:
+                videos.add(frame, picture)
+            if frame.video is None or save_frames:
+                write_image(Path(f"{target}.jpg"), picture)
         summary.ok += 1
         summary.items += len(items)
-    atomic_write_text(output / "summary.json", json.dumps(
-        {"ok": summary.ok, "skipped": summary.skipped, "items": summary.items, "source": source,
-         "model": predictor.source}, indent=1) + "\n")
-    return summary

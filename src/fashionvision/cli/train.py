@@ -73,7 +73,10 @@ def ensure_dataset(cfg: dict) -> bool:
     from fashionvision.convert import get_converter
 
     log.info("converting %s from %s into %s (first run only)", name, source, path)
-    get_converter(name)(source, path)
+    summary = get_converter(name)(source, path)
+    for note in getattr(summary, "notes", []):
+        if note.startswith("warning:"):
+            log.warning("%s", note.removeprefix("warning: "))
     return True
 
 

@@ -215,4 +215,20 @@ def write_converted(
     # metadata.json last: its presence marks a complete conversion.
     atomic_write_text(staging / METADATA, json.dumps(metadata, indent=2) + "\n")
     seconds = time.perf_counter() - started if started is not None else 0.0
-    return ConversionSummary(name, output, images, boxes, list(skipped), seconds=seconds)
+    summary = ConversionSummary(name, output, images, boxes, list(skipped), seconds=seconds)
+    summary.notes.extend(empty_split_warnings(images))  # printed with the summary
+    return summary
+
+
+def empty_split_warnings(images: dict[str, int]) -> list[str]:
+    """One warning per empty split: training needs train and val images (the test split is optional)."""
+    empty = [split for split in SPLITS if not images.get(split)]
+    if not empty:
+        return []
+    needed = [split for split in empty if split in ("train", "val")]
+    why = ("fashion-train needs images in train and val" if needed
+           else "fashion-eval split=test needs test images")
+    shown = ", ".join(f"{s} {images.get(s, 0)}" for s in SPLITS)
+    return [f"warning: split{'s' if len(empty) > 1 else ''} {' and '.join(empty)} "
+            f"{'are' if len(empty) > 1 else 'is'} empty ({shown} images): {why}; convert more images "
+            f"(e.g. without limit=) or change the split fractions (split=[train,val,test])"]

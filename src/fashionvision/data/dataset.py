@@ -83,7 +83,9 @@ class FashionDataset(Dataset):
         records = data.records(split)
         self.records = records[:limit] if limit is not None else records
         if not self.records:
-            raise UserError(f"split '{split}' of {data.folder} has no images")
+            raise UserError(f"split '{split}' of {data.folder} has no images (training needs train and val "
+                            "images): convert more images or change the split fractions, e.g. "
+                            "fashion-convert ... split=[0.8,0.1,0.1]")
         self.data, self.split, self.task, self.train = data, split, task, train
         self.image_size = image_size
         self.long_side = int(image_size) if isinstance(image_size, (int, np.integer)) else int(max(image_size))

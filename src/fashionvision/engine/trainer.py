@@ -127,8 +127,9 @@ class Trainer:
             raise UserError("the training split is empty")
         if self.dist.is_main and len(self.val_set) == 0:
             folder = getattr(getattr(task, "data", None), "folder", "the dataset")
-            raise UserError(f"the validation split of {folder} is empty (0 images): the run validates to pick "
-                            "best.pt; convert with more images or other split fractions (e.g. split=[0.8,0.1,0.1])")
+            raise UserError(f"split 'val' of {folder} has no images (the run validates to pick best.pt): "
+                            "convert more images or change the split fractions, e.g. "
+                            "fashion-convert ... split=[0.8,0.1,0.1]")
         self.workers = clamp_workers(cfg.workers)
         per_step = cfg.batch_size * self.dist.world_size
         self.sampler = ResumableSampler(self.train_set, self.dist.world_size, self.dist.rank, shuffle=True,
