@@ -50,7 +50,16 @@ def test_fashion_train_yolo_smoke_writes_the_run_folder(tiny_ccp: Path, tmp_path
     for name in ("checkpoints/last.pt", "checkpoints/best.pt", ".hydra/config.yaml", "metrics.json"):
         assert (run / name).is_file(), name
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
-    assert list(run.glob("*.log")) and "epoch 2" in next(run.glob("*.log")).read_text()
+    log_text = next(run.glob("*.log")).read_text()
+    assert "epoch 2" in log_text
+    # issue 11: the header before the first step, the per-class table and the files at the end
+    assert "device CPU: " in log_text and "train 4 images" in log_text and "M parameters" in log_text
+    assert log_text.index("device CPU: ") < log_text.index("epoch 1:")
+    assert "on the validation split (1 image)" in log_text and "instances      ap50" in log_text
+    assert "completed after " in log_text and f"files in {run}: checkpoints/best.pt" in log_text
+    assert [line.split(",")[0] for line in (run / "results.csv").read_text().splitlines()] == ["epoch", "1", "2"]
+    assert (run / "results.png").is_file()
+    assert "\r" not in done.stderr  # not a terminal: plain progress lines only
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "completed" and "map50" in summary["final"]
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)

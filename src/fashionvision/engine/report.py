@@ -310,7 +310,7 @@ def final_lines(trainer: Any, seconds: float) -> list[str]:
     if trainer.best_epoch >= 0:
         val_images = len(trainer.val_set) if hasattr(trainer, "val_set") else 0
         lines.append(f"best epoch {trainer.best_epoch}: {primary} {trainer.best_metric:.4f} on the validation "
-                     f"split ({val_images} images)")
+                     f"split ({val_images} image{'s' if val_images != 1 else ''})")
         lines += per_class_lines(rows or [])
     folder = trainer.run_dir
     length = f"{trainer.epoch} epochs, {trainer.step} steps"
