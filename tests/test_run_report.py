@@ -39,7 +39,7 @@ def test_header_names_the_device_model_and_counts(toy_data: Path, tmp_path: Path
     with caplog.at_level("INFO", logger="fashionvision.engine"):
         _trainer(toy_data, tmp_path, epochs=1).fit()
     text = caplog.text
-    assert f"device CPU: " in text and "cores" in text
+    assert "device CPU: " in text and "cores" in text
     assert "M parameters" in text and "GFLOPs per image" not in text  # the toy model has no image_size
     assert "train 8 images 8 boxes, val 2 images 2 boxes, test 2 images 2 boxes" in text
     assert "1 epochs, 4 batches per epoch, batch 2, fp32" in text

@@ -112,7 +112,7 @@ def train(cfg: dict) -> int:
     task = build_task(cfg)
     trainer = Trainer(task, cfg["trainer"], folder, cfg, started_at=started_at)
     try:
-        metrics = trainer.fit()
+        trainer.fit()
     finally:
         distributed.shutdown()
     if trainer.status == "preempted":
