@@ -277,7 +277,7 @@ def epoch_row(trainer: Any, train_losses: dict, metrics: dict | None, seconds: f
     """One ``results.csv`` row: epoch, train losses, lr, validation metrics, seconds."""
     row: dict[str, Any] = {"epoch": trainer.epoch}
     row.update({f"train/{k}": v for k, v in train_losses.items() if k != "img_per_s"})
-    row["img_per_s"] = train_losses.get("img_per_s")
+    row["img_per_s"] = train_losses.get("img_per_s") if "loss" in train_losses else None  # not 0 after a restart
     row["lr"] = trainer.optimizer.param_groups[0]["lr"]
     row.update({f"val/{k}": v for k, v in (metrics or {}).items()})
     row["seconds"] = round(seconds, 2)
