@@ -59,7 +59,7 @@ def summary(cfg: dict) -> int:
 
 
 def main() -> None:
-    run_hydra("summary", summary)
+    run_hydra("summary", summary, dataset_alias=True)
 
 
 if __name__ == "__main__":

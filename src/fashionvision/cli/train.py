@@ -153,7 +153,7 @@ def main() -> None:
     sys.argv, note = cpu_profile_overrides(sys.argv)
     if note:
         print(note, file=sys.stderr)
-    run_hydra("train", train)
+    run_hydra("train", train, dataset_alias=True)
 
 
 if __name__ == "__main__":
