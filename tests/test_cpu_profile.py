@@ -40,6 +40,11 @@ def test_cuda_present_or_an_explicit_choice_changes_nothing(monkeypatch) -> None
     # a chosen dataset keeps its folders: only the CPU trainer is added
     argv, note = cpu_profile_overrides(["fashion-train", "dataset=fashionpedia"], cuda_available=False, env={})
     assert argv[-1] == "trainer=cpu" and "not applied to this dataset" in note
+    # a converted folder (dataset.path=DIR or its alias dataset=DIR) keeps the profile and the folder
+    for given in ("dataset.path=/data/mine", "dataset=/data/mine"):
+        argv, note = cpu_profile_overrides(["fashion-train", given], cuda_available=False, env={})
+        assert argv == ["fashion-train", given, "experiment=yolo_cpu_12m"]
+    assert compose("train", ["dataset.path=/data/mine", "experiment=yolo_cpu_12m"])["dataset"]["path"] == "/data/mine"
 
 
 def test_the_mapping_is_data_in_the_model_configs() -> None:

@@ -6,8 +6,8 @@ and CUDA is not available, the command adds the model family's CPU profile, an e
 config named by the ``cpu_profile`` key of ``configs/model/<family>.yaml`` (data, not code:
 a new family names its own profile), and says so in one line.
 
-A user who chose a dataset keeps it: the profiles set CCP's folders, so then only
-``trainer=cpu`` is added. A user who gave ``trainer.epochs`` gets epochs, not the profile's
+A user who chose a dataset by name keeps it: the profiles set CCP's folders, so then only
+``trainer=cpu`` is added (a folder, ``dataset.path=DIR`` or its alias ``dataset=DIR``, keeps the profile). A user who gave ``trainer.epochs`` gets epochs, not the profile's
 time budget.
 """
 
@@ -102,7 +102,9 @@ def cpu_profile_overrides(argv: list[str], cuda_available: bool | None = None,
     if profile is None:
         return argv, None
     how = "pass trainer.device=cpu experiment=... to choose"
-    if "dataset" in keys:
+    named = [a.split("=", 1)[1] for a in overrides if _key(a) == "dataset"]
+    # `dataset=NAME` picks another dataset's folders; `dataset=DIR` is only an alias of dataset.path
+    if any((CONFIG_DIR / "dataset" / f"{name}.yaml").is_file() for name in named):
         return [*argv, "trainer=cpu"], (
             f"no GPU found: training on the CPU with trainer=cpu (the CPU profile experiment={profile} "
             f"is tuned on CCP, so it is not applied to this dataset); {how}")
