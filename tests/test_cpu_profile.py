@@ -65,13 +65,16 @@ def test_loader_workers_never_exceed_the_cores(monkeypatch, caplog) -> None:
 
 @pytest.mark.slow
 def test_fashion_train_without_cuda_says_which_profile(tmp_path) -> None:
-    """The one line is printed by the real command (stopped by a bad override right after)."""
+    """The one line is logged by the real command (stopped right after by a missing dataset folder)."""
     import os
     import subprocess
     import sys
 
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run([sys.executable, "-m", "fashionvision.cli.train", "--cfg", "job"], cwd=tmp_path, env=env,
+    done = subprocess.run([sys.executable, "-m", "fashionvision.cli.train", f"dataset.path={tmp_path / 'none'}",
+                           "convert_if_missing=false", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
-    assert "no GPU found: using the CPU profile experiment=yolo_cpu_12m" in done.stderr
-    assert "max_time: 12m" in done.stdout
+    assert done.returncode == 2
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "no GPU found: using the CPU profile experiment=yolo_cpu_12m" in log
+    assert "error: dataset.path=" in done.stderr

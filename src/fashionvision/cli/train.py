@@ -29,6 +29,8 @@ RUN_DIR_ENV = "FASHION_RUN_DIR"
 
 #: ``time.perf_counter()`` at the process start (Linux: from /proc), for ``trainer.max_time``
 STARTED_AT: float | None = None
+#: the one line saying which CPU profile was picked (logged once the config is known to be valid)
+PROFILE_NOTE: str | None = None
 
 
 def process_started_at() -> float:
@@ -104,6 +106,8 @@ def train(cfg: dict) -> int:
     from fashionvision.engine.trainer import PREEMPTED_EXIT_CODE, Trainer
 
     started_at = STARTED_AT if STARTED_AT is not None else time.perf_counter()
+    if PROFILE_NOTE:
+        log.info("%s", PROFILE_NOTE)
     folder = run_dir()
     check_model_fits_dataset(cfg)
     before = time.perf_counter()
@@ -145,14 +149,12 @@ def distributed_overrides(argv: list[str], env: dict) -> list[str]:
 
 
 def main() -> None:
-    global STARTED_AT
+    global STARTED_AT, PROFILE_NOTE
     STARTED_AT = process_started_at()
     from fashionvision.cli.cpu_profile import cpu_profile_overrides
 
     sys.argv = distributed_overrides(sys.argv, dict(os.environ))
-    sys.argv, note = cpu_profile_overrides(sys.argv)
-    if note:
-        print(note, file=sys.stderr)
+    sys.argv, PROFILE_NOTE = cpu_profile_overrides(sys.argv)
     run_hydra("train", train, dataset_alias=True)
 
 
