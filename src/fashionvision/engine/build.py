@@ -91,6 +91,11 @@ class EpochAware(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch.fill_(int(epoch))
 
+    def set_progress(self, progress: float) -> None:
+        """Training progress (0..1) for the dataset's augmentation (shared memory: workers see it)."""
+        if hasattr(self.dataset, "set_progress"):
+            self.dataset.set_progress(progress)
+
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 

@@ -107,6 +107,7 @@ class Trainer:
 
         limit = cfg.limit_images
         task.gpu_color = bool(cfg.gpu_augment and self.cuda)
+        task.seed = cfg.seed  # the per-item augmentation streams follow trainer.seed
         if not self.dist.is_main:
             du.barrier()  # rank 0 builds the decoded-image cache files first; the others reuse them
         self.train_set = EpochAware(task.build_dataset("train", train=True, limit=limit, cache=cfg.cache_images))
@@ -266,6 +267,7 @@ class Trainer:
         self.sampler.set_epoch(self.epoch)
         self.sampler.skip = self.batch_in_epoch * cfg.batch_size
         self.train_set.set_epoch(self.epoch)
+        self.train_set.set_progress(self._progress())  # augment.close_mosaic
         self.train_loader.generator.manual_seed(cfg.seed * 1_000_003 + self.epoch)
         sums: dict[str, float] = {}
         counted, images, accumulated = 0, 0, 0
@@ -283,7 +285,8 @@ class Trainer:
             with sync():
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
                     losses = task.compute_losses(self.train_model, batch)
-                total = sum(losses.values())
+                # "raw_*" terms (e.g. unweighted losses) are logged only, never optimised
+                total = sum(v for k, v in losses.items() if not k.startswith("raw_"))
                 if self.batches_seen in self.inject_nan:
                     total = total * float("nan")
                 # one device->host copy per batch for the NaN check and the logged values
@@ -331,6 +334,7 @@ class Trainer:
                 self.ema.update(self.model)
             self.step += 1
             stop = self._sync_stop()
+            self.train_set.set_progress(self._progress())
             speed = images * self.dist.world_size / max(time.perf_counter() - started, 1e-9)
             current = {k: v / max(counted, 1) for k, v in sums.items()}
             shown = {"loss": f"{current.get('loss', float('nan')):.4g}", "lr": f"{lr:.3g}", "img_s": f"{speed:.0f}"}

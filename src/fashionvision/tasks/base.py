@@ -62,6 +62,8 @@ class Task(ABC):
         self.anchors_cfg = dict(anchors_cfg or {})
         #: set by the engine when colour jitter runs on the GPU (gpu_augment) instead of in the loader
         self.gpu_color = False
+        #: seeds the per-item augmentation; the engine sets it from ``trainer.seed``
+        self.seed = int(self.model_cfg.get("seed", 0))
 
     @property
     def class_names(self) -> list[str]:

@@ -92,7 +92,7 @@ class SegmentationTask(Task):
                             "folder; convert it again")
         return FashionDataset(self.data, split, self.image_size, train, self.augment_cfg,
                               task="segmentation", limit=limit, cache=cache,
-                              seed=int(self.model_cfg.get("seed", 0)), ignore_index=self.ignore_index,
+                              seed=self.seed, ignore_index=self.ignore_index,
                               color_on_cpu=not (train and self.gpu_color))
 
     def collate(self, items: list[dict]) -> dict:
