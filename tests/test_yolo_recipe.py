@@ -155,3 +155,13 @@ def test_trainer_seed_reaches_the_augmentation_of_two_loaders(tiny_ccp: Path, on
     c = first_batch(8, Path(tiny_ccp).parent / "seed_c")
     assert torch.equal(a["images"], b["images"]) and torch.equal(a["targets"], b["targets"])
     assert not torch.equal(a["images"], c["images"])
+
+
+def test_evaluation_inputs_are_rectangular_and_map_back(tiny_ccp: Path):
+    task = _task(tiny_ccp, {})
+    item = task.build_dataset("val", train=False)[0]
+    assert tuple(item["image"].shape[1:]) == (96, 64)  # CCP portraits: long side 96, short side padded to 32
+    task.model_cfg["rect_eval"] = False
+    assert tuple(task.build_dataset("val", train=False)[0]["image"].shape[1:]) == (96, 96)
+    task.model_cfg["rect_train"] = True
+    assert tuple(task.build_dataset("train", train=True)[0]["image"].shape[1:]) == (96, 64)
