@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     budgets = {"det": parse_duration(args.budget_det), "seg": parse_duration(args.budget_seg)}
     keys = ["det", "seg"] if args.family == "both" else [args.family]
     started = dt.datetime.now(dt.timezone.utc)
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     results, sizes = [], {}
     for key in keys:
         sizes[key] = args.image_size or default_image_size(key, args.device)
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             "dataset": str(args.dataset), "split": args.split, "device": args.device, "threads": args.threads,
             "side_by_side": args.side_by_side, "budgets_s": {k: budgets[k] for k in keys},
             "image_sizes": sizes, "quick": args.quick,
+            "load_average_1_5_15_min": {"start": load_before,
+                                        "end": os.getloadavg() if hasattr(os, "getloadavg") else None},
             "command": " ".join(["python", "scripts/benchmark_peers.py", *(argv if argv is not None else sys.argv[1:])])}
     report = {**info, "results": results}
     table = markdown(results, info)
