@@ -76,7 +76,12 @@ def train(cfg: dict) -> int:
     from fashionvision.engine.build import build_task
     from fashionvision.engine.trainer import PREEMPTED_EXIT_CODE, Trainer
 
+    from fashionvision.engine.checkpoint import check_fresh_run_folder
+    from fashionvision.engine.config import parse_trainer_config
+
     folder = run_dir()
+    trainer_cfg = parse_trainer_config(cfg["trainer"])
+    check_fresh_run_folder(folder, trainer_cfg.resume, trainer_cfg.overwrite)  # before any download
     check_model_fits_dataset(cfg)
     ensure_dataset(cfg)
     task = build_task(cfg)

@@ -30,9 +30,9 @@ from torch import nn
 from fashionvision.engine import distributed as du
 from fashionvision.engine.build import (EpochAware, ResumableSampler, build_loader, resolve_device,
                                         seed_everything, to_device)
-from fashionvision.engine.checkpoint import (BEST, CHECKPOINT_DIR, LAST, find_resume_checkpoint,
-                                             load_checkpoint, load_pretrained, rng_state,
-                                             save_checkpoint, set_rng_state)
+from fashionvision.engine.checkpoint import (BEST, CHECKPOINT_DIR, LAST, check_fresh_run_folder,
+                                             find_resume_checkpoint, load_checkpoint, load_pretrained,
+                                             rng_state, save_checkpoint, set_rng_state)
 from fashionvision.engine.config import TrainerConfig, parse_trainer_config, to_dict
 from fashionvision.engine.ema import ModelEMA, unwrap
 from fashionvision.engine.logging import RunLogger, log_predictions, progress
@@ -101,6 +101,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = self.cuda and not cfg.deterministic
         seed_everything(cfg.seed)
+        check_fresh_run_folder(self.run_dir, cfg.resume, cfg.overwrite)
         if self.dist.is_main:
             (self.run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
         du.barrier()
