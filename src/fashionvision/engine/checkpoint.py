@@ -273,6 +273,9 @@ def load_for_inference(ckpt_or_run_dir: str | os.PathLike, device: str | torch.d
     if "encoder_weights" in model_cfg:
         model_cfg["encoder_weights"] = None
     classes = described.get("classes")
+    from fashionvision.engine.checkpoint_guard import check_model_config, check_state_fits
+
+    check_model_config(model_cfg, classes, f"checkpoint '{path}'")  # before anything is allocated
     if dataset_path is not None:
         data = ConvertedDataset.open(dataset_path)
     else:
@@ -289,9 +292,11 @@ def load_for_inference(ckpt_or_run_dir: str | os.PathLike, device: str | torch.d
     if classes is not None and list(task.class_names) != list(classes):
         raise UserError(f"checkpoint '{path}' predicts {len(classes)} classes but dataset "
                         f"'{dataset_path}' gives {len(task.class_names)} (or other names)")
+    weights = model_state(ckpt)
+    check_state_fits(task.build_model, weights, f"checkpoint '{path}'")  # shapes on the meta device first
     model = task.build_model()
     try:
-        model.load_state_dict(model_state(ckpt))
+        model.load_state_dict(weights)
     except RuntimeError as exc:
         raise UserError(f"checkpoint '{path}' does not fit the model it describes: {exc}") from exc
     model.to(torch.device(device)).eval()
