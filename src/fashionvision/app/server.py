@@ -7,7 +7,8 @@
   base64 PNG (``image=false`` leaves the picture out).
 * ``GET /health``: status and the loaded models.
 
-Uploads are read in chunks and refused with 413 past ``max_upload_mb``; anything that does not
+Uploads are refused with 413 past ``max_upload_mb``: on ``Content-Length`` before any byte is
+read, and while streaming otherwise (:mod:`fashionvision.app.upload_limit`); anything that does not
 decode as an image (through the same reader as every other command) gets 415 with the reason;
 an empty upload 400. The server binds to 127.0.0.1 unless told otherwise.
 """
@@ -83,6 +84,11 @@ def create_app(models: dict[str, Predictor], max_upload_mb: float = 10.0, conf: 
     """The FastAPI application serving ``models`` (see :func:`by_kind`)."""
     limit = int(max_upload_mb * 1024 * 1024)
     app = FastAPI(title="fashionvision", docs_url="/docs", redoc_url=None)
+    # bodies are bounded before FastAPI spools the multipart form (to memory, then to disk)
+    from fashionvision.app.upload_limit import MULTIPART_MARGIN, BodyLimit
+
+    app.add_middleware(BodyLimit, max_body=limit + MULTIPART_MARGIN,
+                       message=f"upload larger than the limit of {max_upload_mb:g} MB")
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
