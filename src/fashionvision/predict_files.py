@@ -67,7 +67,7 @@ def segmentation_items(prediction: dict, class_names: list[str], background: int
                        polygons: bool = True) -> list[dict]:
     """The segmenter's classes present (background excluded), largest area first."""
     mask = np.asarray(prediction["mask"])
-    probs = prediction.get("probs")
+    confidence = prediction.get("confidence")  # [h, w]: the probability of each pixel's class
     total = float(mask.size)
     counts = np.bincount(mask.ravel().astype(np.int64), minlength=len(class_names))
     items = []
@@ -81,7 +81,7 @@ def segmentation_items(prediction: dict, class_names: list[str], background: int
             "class_id": cls,
             "pixels": int(counts[cls]),
             "fraction": round(counts[cls] / total, 5),
-            "score": round(float(np.asarray(probs)[cls][binary].mean()), 4) if probs is not None else None,
+            "score": round(float(np.asarray(confidence)[binary].mean()), 4) if confidence is not None else None,
         }
         if polygons:
             item["polygons"] = mask_polygons(binary)

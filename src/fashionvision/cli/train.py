@@ -74,7 +74,7 @@ def train(cfg: dict) -> int:
     """Build the task from the registry, train, write metrics.json; 143 when preempted."""
     from fashionvision.engine import distributed
     from fashionvision.engine.build import build_task
-    from fashionvision.engine.trainer import PREEMPTED_EXIT_CODE, Trainer
+    from fashionvision.engine.trainer import Trainer
 
     from fashionvision.engine.checkpoint import check_fresh_run_folder
     from fashionvision.engine.config import parse_trainer_config
@@ -93,11 +93,19 @@ def train(cfg: dict) -> int:
     if trainer.status == "preempted":
         log.warning("preempted: checkpoint written to %s; continue with trainer.resume=auto hydra.run.dir=%s",
                     folder / "checkpoints" / "last.pt", folder)
-        return PREEMPTED_EXIT_CODE
+        print(f"stopped: continue with `fashion-train {' '.join(resume_args(sys.argv[1:], folder))}`",
+              file=sys.stderr)
+        return trainer.stop_signals.exit_code  # 143 after SIGTERM, 130 after Ctrl-C
     if trainer.dist.is_main:
         shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
         log.info("done (%s): %s; run folder %s", trainer.status, shown, folder)
     return 0
+
+
+def resume_args(argv: list[str], folder: Path) -> list[str]:
+    """The same overrides, continuing the run in ``folder`` (what the stop message prints)."""
+    keep = [a for a in argv if not a.startswith(("trainer.resume=", "hydra.run.dir=", "hydra.job.name="))]
+    return [*keep, "trainer.resume=auto", f"hydra.run.dir={folder}"]
 
 
 def distributed_overrides(argv: list[str], env: dict) -> list[str]:

@@ -1,0 +1,102 @@
+"""Class labels at the original resolution in bounded memory (issue 10, item 6).
+
+Resizing all ``C`` logit maps to the original size before the argmax (what
+:func:`~fashionvision.tasks.segmentation.logits_to_original` does) costs ``C x H x W`` float32:
+8.5 GB for 59 classes on a 6000 x 6000 photo, whatever the model's resolution. The result
+that matters is much smaller: the class of each pixel (and how sure the model is of it).
+
+:func:`labels_at_original` computes exactly the same bilinear interpolation (PyTorch's
+``align_corners=False`` rule) in bands of output rows: for each band it blends the two
+source rows of every output row (vertically), resizes that band horizontally with
+``F.interpolate`` and keeps only the argmax and the winning probability. Peak memory is
+one band (``band_bytes``) plus the outputs: the label map and, optionally, the confidence
+map (the probability of the chosen class), which is all the callers use of the
+probabilities (a class's score is its mean confidence over its pixels). The evaluation at
+original resolution therefore keeps its documented meaning and its numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: output pixels handled at once (~40 bytes each while a band is worked on)
+BAND_PIXELS = 1 << 20
+#: class-border pixels whose C logits are blended at once (C x 4 bytes each)
+BORDER_CHUNK = 1 << 14
+
+
+def crop_letterbox(logits: torch.Tensor, meta: dict) -> torch.Tensor:
+    """The part of letterboxed ``[C, H, W]`` logits that covers the image (padding cropped)."""
+    h, w = (int(v) for v in meta["orig_size"])
+    scale = float(meta.get("scale", 1.0))
+    left, top = (int(v) for v in meta.get("pad", (0, 0)))
+    height, width = logits.shape[-2:]
+    content_h = min(height - top, max(1, round(h * scale)))
+    content_w = min(width - left, max(1, round(w * scale)))
+    return logits[:, top:top + content_h, left:left + content_w]
+
+
+def _source_rows(out_size: int, in_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PyTorch's bilinear (align_corners=False) source rows and weights for each output row."""
+    scale = in_size / out_size
+    src = ((torch.arange(out_size, device=device, dtype=torch.float64) + 0.5) * scale - 0.5).clamp_(min=0)
+    low = src.floor().long().clamp_(max=in_size - 1)
+    high = (low + 1).clamp_(max=in_size - 1)
+    weight = (src - low).float()
+    return low, high, weight
+
+
+@torch.no_grad()
+def labels_at_original(logits: torch.Tensor, meta: dict, confidence: bool = False,
+                       band_pixels: int = BAND_PIXELS) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(labels int64 [h, w], confidence float32 [h, w] or None)`` at ``meta["orig_size"]``.
+
+    ``labels`` equal (to float rounding at exact ties) ``logits_to_original(logits, meta).argmax(0)``:
+    where the four source pixels around an output pixel agree on a class, that class also wins
+    every blend of them (a convex combination keeps the largest component), so only the pixels
+    on class borders need their C logits blended. ``confidence`` is the bilinearly resized
+    probability of each pixel's class. Work and memory are a few bytes per output pixel plus
+    the border pixels' ``C`` values, processed in bands of ``band_pixels``.
+    """
+    h, w = (int(v) for v in meta["orig_size"])
+    region = crop_letterbox(logits, meta).float()
+    classes, in_h, in_w = region.shape
+    src_labels = region.argmax(0)
+    if (in_h, in_w) == (h, w):  # nothing to resize
+        conf = region.softmax(0).gather(0, src_labels.unsqueeze(0)).squeeze(0) if confidence else None
+        return src_labels, conf
+    probs = region.softmax(0) if confidence else None
+    labels = torch.empty((h, w), dtype=torch.int64, device=region.device)
+    conf = torch.empty((h, w), dtype=torch.float32, device=region.device) if confidence else None
+    r_low, r_high, r_weight = _source_rows(h, in_h, region.device)
+    c_low, c_high, c_weight = _source_rows(w, in_w, region.device)
+    flat = region.reshape(classes, -1)
+    rows = max(1, band_pixels // max(w, 1))
+    for start in range(0, h, rows):
+        stop = min(h, start + rows)
+        top, bottom = r_low[start:stop, None] * in_w, r_high[start:stop, None] * in_w
+        corners = (top + c_low, top + c_high, bottom + c_low, bottom + c_high)  # flat source indices
+        wy, wx = r_weight[start:stop, None], c_weight[None, :]
+        weights = ((1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx)
+        corner_labels = [src_labels.view(-1)[index] for index in corners]
+        band = corner_labels[0].clone()
+        border = torch.zeros_like(band, dtype=torch.bool)
+        for other in corner_labels[1:]:
+            border |= other != band
+        if bool(border.any()):
+            where = border.view(-1).nonzero().squeeze(1)
+            picked = [index.expand_as(border).reshape(-1)[where] for index in corners]
+            factors = [weight.expand_as(border).reshape(-1)[where] for weight in weights]
+            winners = torch.empty_like(where)
+            for lo in range(0, len(where), BORDER_CHUNK):  # C values per pixel: a few MB at a time
+                part = slice(lo, lo + BORDER_CHUNK)
+                blended = sum(flat[:, index[part]] * factor[part] for index, factor in zip(picked, factors))
+                winners[part] = blended.argmax(0)
+            band.view(-1)[where] = winners
+        labels[start:stop] = band
+        if conf is not None:
+            chosen = band.view(-1) * (in_h * in_w)
+            flat_probs = probs.view(-1)
+            conf[start:stop] = sum(flat_probs[chosen + index.reshape(-1)].view_as(wy * wx) * weight
+                                   for index, weight in zip(corners, weights))
+    return labels, conf
