@@ -39,7 +39,18 @@ def ensure_dataset(cfg: dict) -> None:
                         f"or pass convert_if_missing=true")
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise UserError(f"dataset.path='{path}' is not converted yet; under torchrun convert it first with {how}")
+    # a typo in dataset.path must not become a fresh download and conversion in a new folder:
+    # automatic conversion (and download) only into the config's default locations
+    default_path = Path(str(cfg.get("converted_dir", "data/converted"))) / name
+    if path.absolute() != default_path.absolute():
+        raise UserError(f"dataset.path='{path}' is not a converted dataset (no train.txt), and automatic "
+                        f"conversion only writes to the default '{default_path}'; check the path, or convert "
+                        f"there deliberately with {how}")
     source = Path(dataset.get("source") or "")
+    default_source = Path(str(cfg.get("data_dir", "data"))) / name
+    if name == "ccp" and not source.is_dir() and source.absolute() != default_source.absolute():
+        raise UserError(f"dataset.source='{source}' does not exist, and CCP is downloaded automatically only "
+                        f"into the default '{default_source}'; check the path or run `fashion-download ccp`")
     if name == "ccp" and not source.is_dir():
         from fashionvision.download import ensure_ccp
 

@@ -5,14 +5,13 @@ Resizing all ``C`` logit maps to the original size before the argmax (what
 8.5 GB for 59 classes on a 6000 x 6000 photo, whatever the model's resolution. The result
 that matters is much smaller: the class of each pixel (and how sure the model is of it).
 
-:func:`labels_at_original` computes exactly the same bilinear interpolation (PyTorch's
-``align_corners=False`` rule) in bands of output rows: for each band it blends the two
-source rows of every output row (vertically), resizes that band horizontally with
-``F.interpolate`` and keeps only the argmax and the winning probability. Peak memory is
-one band (``band_bytes``) plus the outputs: the label map and, optionally, the confidence
-map (the probability of the chosen class), which is all the callers use of the
-probabilities (a class's score is its mean confidence over its pixels). The evaluation at
-original resolution therefore keeps its documented meaning and its numbers.
+:func:`labels_at_original` computes the same bilinear interpolation (PyTorch's
+``align_corners=False`` rule) in bands of output rows and keeps only the argmax and the
+probability of the winning class (``confidence``: all the callers used of the probabilities,
+a class's score being its mean over the class's pixels). Up to :data:`EXACT_PIXELS` output
+pixels the labels are the evaluation's exact ones (its numbers do not change); above, they
+are computed at that many pixels and resized to the photo with nearest neighbour, so work
+and memory stay bounded: one band plus 12 bytes per output pixel.
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ import torch
 
 #: output pixels handled at once (~40 bytes each while a band is worked on)
 BAND_PIXELS = 1 << 20
+#: output sizes up to this many pixels get the exact bilinear labels (CCP photos: 0.46 Mpx)
+EXACT_PIXELS = 2_000_000
 #: class-border pixels whose C logits are blended at once (C x 4 bytes each)
 BORDER_CHUNK = 1 << 14
 
@@ -48,18 +49,48 @@ def _source_rows(out_size: int, in_size: int, device: torch.device) -> tuple[tor
 
 @torch.no_grad()
 def labels_at_original(logits: torch.Tensor, meta: dict, confidence: bool = False,
-                       band_pixels: int = BAND_PIXELS) -> tuple[torch.Tensor, torch.Tensor | None]:
+                       band_pixels: int = BAND_PIXELS,
+                       exact_pixels: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(labels int64 [h, w], confidence float32 [h, w] or None)`` at ``meta["orig_size"]``.
 
-    ``labels`` equal (to float rounding at exact ties) ``logits_to_original(logits, meta).argmax(0)``:
-    where the four source pixels around an output pixel agree on a class, that class also wins
-    every blend of them (a convex combination keeps the largest component), so only the pixels
-    on class borders need their C logits blended. ``confidence`` is the bilinearly resized
-    probability of each pixel's class. Work and memory are a few bytes per output pixel plus
-    the border pixels' ``C`` values, processed in bands of ``band_pixels``.
+    Up to ``exact_pixels`` (default :data:`EXACT_PIXELS`) output pixels the labels equal (to float rounding at exact ties)
+    ``logits_to_original(logits, meta).argmax(0)``: the evaluation's documented bilinear resize
+    of the logits, so its numbers do not change. Larger images get those exact labels at the
+    largest size of that many pixels (same aspect), then a nearest-neighbour resize of the
+    label map: work stays bounded by ``C x exact_pixels`` and memory by one band plus the
+    outputs (12 bytes per pixel), whatever the photo's size.
     """
     h, w = (int(v) for v in meta["orig_size"])
     region = crop_letterbox(logits, meta).float()
+    exact_pixels = EXACT_PIXELS if exact_pixels is None else int(exact_pixels)
+    if h * w <= exact_pixels:
+        return _bilinear_labels(region, (h, w), confidence, band_pixels)
+    shrink = (exact_pixels / (h * w)) ** 0.5
+    mid_h, mid_w = max(1, int(h * shrink)), max(1, int(w * shrink))
+    small, small_conf = _bilinear_labels(region, (mid_h, mid_w), confidence, band_pixels)
+    rows = (torch.arange(h, device=region.device) * mid_h // h).clamp_(max=mid_h - 1)
+    cols = (torch.arange(w, device=region.device) * mid_w // w).clamp_(max=mid_w - 1)
+    labels = torch.empty((h, w), dtype=torch.int64, device=region.device)
+    conf = torch.empty((h, w), dtype=torch.float32, device=region.device) if confidence else None
+    step = max(1, band_pixels // max(w, 1))
+    for start in range(0, h, step):
+        picked = rows[start:start + step]
+        labels[start:start + step] = small[picked][:, cols]
+        if conf is not None:
+            conf[start:start + step] = small_conf[picked][:, cols]
+    return labels, conf
+
+
+def _bilinear_labels(region: torch.Tensor, size: tuple[int, int], confidence: bool,
+                     band_pixels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Exact labels (and confidence) of ``region`` resized bilinearly to ``size``, band by band.
+
+    Where the four source pixels around an output pixel agree on a class, that class also wins
+    every blend of them (a convex combination keeps the largest component), so only pixels on
+    class borders need their C logits blended. ``confidence`` is the bilinearly resized
+    probability of each pixel's class.
+    """
+    h, w = size
     classes, in_h, in_w = region.shape
     src_labels = region.argmax(0)
     if (in_h, in_w) == (h, w):  # nothing to resize
