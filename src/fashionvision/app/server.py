@@ -19,6 +19,7 @@ import base64
 import io
 import logging
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,10 @@ log = logging.getLogger("fashionvision")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CHUNK = 1 << 20
 KINDS = ("detector", "segmenter")
+#: the default pixel limit, sized to what one request costs: ~60 bytes per pixel at the peak
+#: for the segmenter with the drawn result (measured: a 6000 x 6000 PNG, 36 Mpx, raised the
+#: peak RSS by 2.1 GB), so 16 Mpx stay near 1 GB; requests are handled one at a time
+MAX_PIXELS = 16_000_000
 
 
 def by_kind(predictors: list[Predictor]) -> dict[str, Predictor]:
@@ -80,9 +85,13 @@ def run_models(models: dict[str, Predictor], image: np.ndarray, which: str, conf
 
 
 def create_app(models: dict[str, Predictor], max_upload_mb: float = 10.0, conf: float | None = None,
-               iou: float | None = None, max_pixels: int = 40_000_000):
-    """The FastAPI application serving ``models`` (see :func:`by_kind`)."""
+               iou: float | None = None, max_pixels: int = MAX_PIXELS):
+    """The FastAPI application serving ``models`` (see :func:`by_kind`).
+
+    One upload is decoded and predicted at a time (:data:`MAX_PIXELS` explains the budget).
+    """
     limit = int(max_upload_mb * 1024 * 1024)
+    one_at_a_time = threading.Lock()
     app = FastAPI(title="fashionvision", docs_url="/docs", redoc_url=None)
     # bodies are bounded before FastAPI spools the multipart form (to memory, then to disk)
     from fashionvision.app.upload_limit import MULTIPART_MARGIN, BodyLimit
@@ -119,13 +128,14 @@ def create_app(models: dict[str, Predictor], max_upload_mb: float = 10.0, conf: 
         name = file.filename or "upload"
         if not data:
             raise HTTPException(400, f"'{name}' is empty")
-        try:
-            rgb = decode_image_bytes(data, name=name, max_pixels=max_pixels)
-        except ImageReadError as exc:
-            # PIL names the in-memory buffer in its message; the user knows it as their file
-            reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the upload", exc.reason)
-            raise HTTPException(415, f"'{name}' is not a usable image: {reason}") from exc
-        results = run_models(models, rgb, which, conf, iou, with_image=image)
+        with one_at_a_time:  # the memory budget of MAX_PIXELS is per request
+            try:
+                rgb = decode_image_bytes(data, name=name, max_pixels=max_pixels)
+            except ImageReadError as exc:
+                # PIL names the in-memory buffer in its message; the user knows it as their file
+                reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the upload", exc.reason)
+                raise HTTPException(415, f"'{name}' is not a usable image: {reason}") from exc
+            results = run_models(models, rgb, which, conf, iou, with_image=image)
         return {"file": name, "width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "results": results}
 
     def _read_limited(upload: Any, max_bytes: int) -> bytes:
