@@ -84,7 +84,7 @@ def test_6000px_png_through_the_predictor_under_a_memory_cap(tmp_path: Path) -> 
                           capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="2"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "predicted 1 image(s)" in done.stdout
-    record = json.loads((tmp_path / "out" / "huge.json").read_text())
-    assert record["size"] == [6000, 6000] and (tmp_path / "out" / "huge.jpg").is_file()
+    record = json.loads((tmp_path / "out" / "huge.png.json").read_text())
+    assert record["size"] == [6000, 6000] and (tmp_path / "out" / "huge.png.jpg").is_file()
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     assert peak_gb < 3.5, f"peak RSS {peak_gb:.2f} GB"

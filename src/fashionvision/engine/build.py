@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from fashionvision.errors import UserError
+from fashionvision.errors import UserError, int_setting
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -129,6 +129,8 @@ def build_loader(dataset: Dataset, batch_size: int, workers: int, collate: Calla
     ``ignore_stop_signals``: workers ignore SIGTERM and SIGINT; the owner must then shut them
     down itself (:func:`fashionvision.engine.signals.shutdown_loader_workers`).
     """
+    workers = int_setting("workers", workers, 0)
+    batch_size = int_setting("batch_size", batch_size, 1)
     generator = torch.Generator()
     generator.manual_seed(seed)
     kwargs: dict[str, Any] = {}
