@@ -43,9 +43,15 @@ def _number(name: str, value: Any, where: str) -> float:
 
 
 def check_model_config(model_cfg: dict, classes: list | None, where: str) -> None:
-    """Refuse model settings no run of this project produces (they would exhaust memory)."""
+    """Refuse model settings no run of this project produces (they would exhaust memory).
+
+    ``width`` and ``depth`` are multipliers for the project's own models (``yolo``, ``unet``);
+    a model registered elsewhere may give them another meaning, and is left to
+    :func:`check_state_fits` (shapes and the parameter budget).
+    """
+    multipliers = model_cfg.get("name") in ("yolo", "unet")
     for name, (low, high) in BOUNDS.items():
-        if model_cfg.get(name) is None:
+        if model_cfg.get(name) is None or (name in ("width", "depth") and not multipliers):
             continue
         value = _number(name, model_cfg[name], where)
         if not low <= value <= high:
