@@ -82,13 +82,12 @@ def check_model_fits_dataset(cfg: dict) -> None:
 
 
 def train(cfg: dict) -> int:
-    """Build the task from the registry, train, write metrics.json; 143 when preempted."""
+    """Build the task from the registry, train, write metrics.json; 143 (SIGTERM) or 130 (Ctrl-C) when stopped."""
     from fashionvision.engine import distributed
     from fashionvision.engine.build import build_task
-    from fashionvision.engine.trainer import Trainer
-
     from fashionvision.engine.checkpoint import check_fresh_run_folder
     from fashionvision.engine.config import parse_trainer_config
+    from fashionvision.engine.trainer import Trainer
 
     folder = run_dir()
     trainer_cfg = parse_trainer_config(cfg["trainer"])
