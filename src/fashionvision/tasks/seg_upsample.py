@@ -17,11 +17,14 @@ and memory stay bounded: one band plus 12 bytes per output pixel.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 #: output pixels handled at once (~40 bytes each while a band is worked on)
 BAND_PIXELS = 1 << 20
 #: output sizes up to this many pixels get the exact bilinear labels (CCP photos: 0.46 Mpx)
 EXACT_PIXELS = 2_000_000
+#: float32 bytes of one band of blended logits when the confidence is asked for
+CONFIDENCE_BAND_BYTES = 16 << 20
 #: class-border pixels whose C logits are blended at once (C x 4 bytes each)
 BORDER_CHUNK = 1 << 14
 
@@ -87,8 +90,9 @@ def _bilinear_labels(region: torch.Tensor, size: tuple[int, int], confidence: bo
 
     Where the four source pixels around an output pixel agree on a class, that class also wins
     every blend of them (a convex combination keeps the largest component), so only pixels on
-    class borders need their C logits blended. ``confidence`` is the bilinearly resized
-    probability of each pixel's class.
+    class borders need their C logits blended. With ``confidence`` (the softmax of the blended
+    logits at each pixel's class) every class is needed everywhere, so whole bands of
+    :data:`CONFIDENCE_BAND_BYTES` are blended instead.
     """
     h, w = size
     classes, in_h, in_w = region.shape
@@ -96,10 +100,22 @@ def _bilinear_labels(region: torch.Tensor, size: tuple[int, int], confidence: bo
     if (in_h, in_w) == (h, w):  # nothing to resize
         conf = region.softmax(0).gather(0, src_labels.unsqueeze(0)).squeeze(0) if confidence else None
         return src_labels, conf
-    probs = region.softmax(0) if confidence else None
     labels = torch.empty((h, w), dtype=torch.int64, device=region.device)
-    conf = torch.empty((h, w), dtype=torch.float32, device=region.device) if confidence else None
     r_low, r_high, r_weight = _source_rows(h, in_h, region.device)
+    if confidence:  # the softmax needs every class at every pixel: blend whole bands
+        conf = torch.empty((h, w), dtype=torch.float32, device=region.device)
+        rows = max(1, CONFIDENCE_BAND_BYTES // max(1, classes * w * 4))
+        for start in range(0, h, rows):
+            stop = min(h, start + rows)
+            band = torch.lerp(region[:, r_low[start:stop]], region[:, r_high[start:stop]],
+                              r_weight[start:stop].view(1, -1, 1))
+            if in_w != w:
+                band = F.interpolate(band.unsqueeze(0), size=(stop - start, w), mode="bilinear",
+                                     align_corners=False).squeeze(0)
+            index = band.argmax(0)
+            labels[start:stop] = index
+            conf[start:stop] = band.softmax(0).gather(0, index.unsqueeze(0)).squeeze(0)
+        return labels, conf
     c_low, c_high, c_weight = _source_rows(w, in_w, region.device)
     flat = region.reshape(classes, -1)
     rows = max(1, band_pixels // max(w, 1))
@@ -125,9 +141,4 @@ def _bilinear_labels(region: torch.Tensor, size: tuple[int, int], confidence: bo
                 winners[part] = blended.argmax(0)
             band.view(-1)[where] = winners
         labels[start:stop] = band
-        if conf is not None:
-            chosen = band.view(-1) * (in_h * in_w)
-            flat_probs = probs.view(-1)
-            conf[start:stop] = sum(flat_probs[chosen + index.reshape(-1)].view_as(wy * wx) * weight
-                                   for index, weight in zip(corners, weights))
-    return labels, conf
+    return labels, None
