@@ -42,9 +42,9 @@ log = logging.getLogger("fashionvision")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CHUNK = 1 << 20
 KINDS = ("detector", "segmenter")
-#: the default pixel limit, sized to what one request costs: ~60 bytes per pixel at the peak
+#: the default pixel limit, sized to what one request costs: ~30 bytes per pixel at the peak
 #: for the segmenter with the drawn result (measured: a 6000 x 6000 PNG, 36 Mpx, raised the
-#: peak RSS by 2.1 GB), so 16 Mpx stay near 1 GB; requests are handled one at a time
+#: peak RSS by 1.0 GB), so 16 Mpx stay near 0.5 GB; requests are handled one at a time
 MAX_PIXELS = 16_000_000
 #: segmenter classes covering less of the image than this are not listed (they read "0.0 %")
 MIN_AREA_FRACTION = 0.001
