@@ -73,7 +73,7 @@ def segmentation_items(prediction: dict, class_names: list[str], background: int
                        polygons: bool = True) -> list[dict]:
     """The segmenter's classes present (background excluded), largest area first."""
     mask = np.asarray(prediction["mask"])
-    probs = prediction.get("probs")
+    confidence = prediction.get("confidence")  # [h, w]: the probability of each pixel's class
     total = float(mask.size)
     counts = np.bincount(mask.ravel().astype(np.int64), minlength=len(class_names))
     items = []
@@ -87,7 +87,7 @@ def segmentation_items(prediction: dict, class_names: list[str], background: int
             "class_id": cls,
             "pixels": int(counts[cls]),
             "fraction": round(counts[cls] / total, 5),
-            "score": round(float(np.asarray(probs)[cls][binary].mean()), 4) if probs is not None else None,
+            "score": round(float(np.asarray(confidence)[binary].mean()), 4) if confidence is not None else None,
         }
         if polygons:
             item["polygons"] = mask_polygons(binary)
@@ -138,6 +138,30 @@ def list_sources(source: str) -> tuple[list[Path], Path | None]:
         # names relative to the matches' common folder: a/0001.jpg and b/0001.jpg stay apart
         return files, Path(os.path.commonpath([str(f.parent.absolute()) for f in files]))
     raise UserError(f"source '{source}' does not exist (give an image, a folder, a glob or a video)")
+
+
+def check_output_folder(output: Path, files: list[Path], root: Path | None) -> None:
+    """Refuse an output folder that is a source folder or lies inside one (issue 10, item 1).
+
+    Annotated copies are named after their photo (``<stem>.jpg``): written into the photo's
+    own folder they would replace the user's originals, and inside a source folder they would
+    be read back as inputs by the next run. A folder source refuses itself and everything
+    below it; a single file or a glob refuses the folder of each file it names (a subfolder
+    such as ``photos/pred`` stays allowed there).
+    """
+    out = output.resolve()
+    folders = {root.resolve()} if root is not None else {f.resolve().parent for f in files}
+    for folder in sorted(folders):
+        if out == folder or (root is not None and folder in out.parents):
+            where = "is" if out == folder else "lies inside"
+            raise UserError(f"output '{output}' {where} the source folder '{folder}': predictions would "
+                            f"overwrite or mix with the photos; choose an output folder outside it")
+
+
+def _refuse_source_target(target: Path, sources: set[Path]) -> None:
+    """Last line of defence: never open a source file for writing, whatever the naming does."""
+    if target.resolve() in sources:
+        raise UserError(f"refusing to write '{target}': it is one of the source files")
 
 
 def iter_frames(files: list[Path], root: Path | None, video_stride: int = 1) -> Iterator[Frame]:
@@ -212,8 +236,10 @@ def predict_source(predictor: Predictor, source: str, output: str | Path, conf: 
     from tqdm import tqdm
 
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     files, root = list_sources(source)
+    check_output_folder(output, files, root)
+    sources = {f.resolve() for f in files}
+    output.mkdir(parents=True, exist_ok=True)
     total = count_work(files, video_stride)
     summary = PredictSummary(str(output))
     bar = tqdm(iter_frames(files, root, video_stride), total=total, desc="predict", unit="img",
@@ -234,11 +260,14 @@ def predict_source(predictor: Predictor, source: str, output: str | Path, conf: 
         }
         target = output / frame.name
         target.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in (".json", ".jpg") if save_images else (".json",):
+            _refuse_source_target(Path(f"{target}{suffix}"), sources)
         atomic_write_text(Path(f"{target}.json"), json.dumps(record, indent=1) + "\n")
         if save_images:
             write_image(Path(f"{target}.jpg"), draw(predictor, frame.image, prediction))
         summary.ok += 1
         summary.items += len(items)
+    _refuse_source_target(output / "summary.json", sources)
     atomic_write_text(output / "summary.json", json.dumps(
         {"ok": summary.ok, "skipped": summary.skipped, "items": summary.items, "source": source,
          "model": predictor.source}, indent=1) + "\n")

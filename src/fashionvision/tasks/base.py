@@ -104,7 +104,8 @@ class Task(ABC):
         """Predictions for a batch of uint8 images, mapped back to original image coordinates.
 
         Detection returns ``{"boxes": [N,4] float, "scores": [N], "labels": [N]}`` per image;
-        segmentation returns ``{"mask": [h, w] int64, "probs": optional [C, h, w]}``.
+        segmentation returns ``{"mask": [h, w] int64, "confidence": optional [h, w]}`` (the
+        probability of each pixel's class).
         """
 
     def gpu_augment(self, batch: dict) -> dict:
