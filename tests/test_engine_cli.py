@@ -86,3 +86,15 @@ def test_torchrun_needs_one_run_folder(monkeypatch) -> None:
     assert rank0 == [*argv, "hydra.run.dir=/runs/a"]
     rank1 = distributed_overrides([*argv, "hydra.run.dir=/runs/a"], {"WORLD_SIZE": "2", "RANK": "1"})
     assert "hydra.output_subdir=null" in rank1 and any("train_rank1.log" in a for a in rank1)
+
+
+def test_fashion_train_refuses_a_run_folder_with_checkpoints(tmp_path: Path) -> None:
+    """Issue 10.2 through the CLI: one-line error before any data work; the old files stay."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.pt").write_bytes(b"earlier run")
+    done = _train(tmp_path, f"dataset.path={tmp_path / 'not-there'}", f"hydra.run.dir={run}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "trainer.resume=auto" in errors[0] and "hydra.run.dir" in errors[0]
+    assert (run / "checkpoints" / "best.pt").read_bytes() == b"earlier run"

@@ -59,7 +59,7 @@ def test_predict_from_onnx_equals_pytorch(exported, kind, shared_data):
     else:
         assert a["mask"].shape == b["mask"].shape == image.shape[:2]
         assert (a["mask"] == b["mask"]).mean() > 0.999
-        np.testing.assert_allclose(b["probs"], a["probs"], atol=1e-4)
+        np.testing.assert_allclose(b["confidence"], a["confidence"], atol=1e-4)
 
 
 def test_foreign_onnx_file_is_refused(tmp_path):

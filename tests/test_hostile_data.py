@@ -52,7 +52,7 @@ def test_evaluation_leaves_an_unreadable_image_out(tiny_ccp, tiny_runs, tmp_path
     (clean / "test.txt").write_text("\n".join([lines[0], lines[2]]) + "\n")
 
     cfg = {"ckpt": str(tiny_runs["detector"]), "split": "test", "workers": 1, "batch_size": 2}
-    got = evaluate({**cfg, "data": str(broken)}, tmp_path / "eval_broken")
+    got = evaluate({**cfg, "dataset": {"path": str(broken)}}, tmp_path / "eval_broken")
     assert got["eval"]["skipped_images"] == 1 and got["eval"]["images"] == 2
     want = _evaluate_quietly(tiny_runs["detector"], clean)  # the same scoring, without the plots
     for key in ("map", "map50", "map75", "precision", "recall"):

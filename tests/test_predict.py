@@ -197,3 +197,24 @@ def test_predict_video_writes_an_annotated_video(tiny_runs, tmp_path):
     assert not list(out.glob("*.jpg")) and not list(out.glob(".*partial*"))  # frames only on request
     assert len(list(out.glob("walk.mp4_f*.json"))) == 3
     assert json.loads((out / "summary.json").read_text())["videos"] == [str(annotated)]
+
+
+def test_output_in_the_source_folder_never_overwrites_a_photo(tiny_runs, shared_data, tmp_path):
+    """Issue 10.1: output=SOURCE (or inside it, or a photo's own folder) is refused; the photo is untouched."""
+    from fashionvision.errors import UserError
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(shared_data / "ccp" / "photos" / "0001.jpg", folder / "0001.jpg")
+    original = (folder / "0001.jpg").read_bytes()
+    predictor = load_predictor(tiny_runs["segmenter"])
+    for source, output in [(folder, folder), (folder, folder / "pred"), (folder / "0001.jpg", folder),
+                           (folder / "*.jpg", folder)]:
+        with pytest.raises(UserError, match="source folder") as info:
+            predict_source(predictor, str(source), output, progress=False)
+        assert "\n" not in str(info.value)
+    assert (folder / "0001.jpg").read_bytes() == original
+    assert sorted(p.name for p in folder.iterdir()) == ["0001.jpg"]  # nothing written, no folder made
+    summary = predict_source(predictor, str(folder), tmp_path / "out", progress=False)  # outside: fine
+    assert summary.ok == 1 and (tmp_path / "out" / "0001.jpg.jpg").is_file()
+    assert (folder / "0001.jpg").read_bytes() == original

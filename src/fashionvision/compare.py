@@ -150,7 +150,7 @@ def evaluate_both(detector: Predictor, segmenter: Predictor, data: ConvertedData
 
         seg = segmenter(image)
         matrices["segmenter"].update(torch.from_numpy(np.asarray(seg["mask"])), torch.from_numpy(gt_mask))
-        boxes, labels, scores = boxes_from_mask(np.asarray(seg["mask"]), seg.get("probs"),
+        boxes, labels, scores = boxes_from_mask(np.asarray(seg["mask"]), seg.get("confidence"),
                                                 min_area=area_fraction * height * width,
                                                 class_map=seg_to_det, ignore=(0, ignore))
         coco["segmenter"] += det_metrics.predictions_to_coco(image_id, boxes, scores, labels)

@@ -115,7 +115,10 @@ class Predictor:
         """The drawn-output thresholds from the model config (None for the segmenter)."""
         if self.task.name != "detection":
             return None, None
-        return float(self.task.model_cfg.get("conf", 0.25)), float(self.task.model_cfg.get("iou", 0.45))
+        from fashionvision.models.yolo_decode import DRAW_CONF, DRAW_IOU
+
+        return (float(self.task.model_cfg.get("conf", DRAW_CONF)),
+                float(self.task.model_cfg.get("iou", DRAW_IOU)))
 
     @torch.no_grad()
     def predict_batch(self, images: Sequence[np.ndarray], conf: float | None = None,

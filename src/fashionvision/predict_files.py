@@ -74,7 +74,7 @@ def segmentation_items(prediction: dict, class_names: list[str], background: int
                        polygons: bool = True) -> list[dict]:
     """The segmenter's classes present (background excluded), largest area first."""
     mask = np.asarray(prediction["mask"])
-    probs = prediction.get("probs")
+    confidence = prediction.get("confidence")  # [h, w]: the probability of each pixel's class
     total = float(mask.size)
     counts = np.bincount(mask.ravel().astype(np.int64), minlength=len(class_names))
     items = []
@@ -88,7 +88,7 @@ def segmentation_items(prediction: dict, class_names: list[str], background: int
             "class_id": cls,
             "pixels": int(counts[cls]),
             "fraction": round(counts[cls] / total, 5),
-            "score": round(float(np.asarray(probs)[cls][binary].mean()), 4) if probs is not None else None,
+            "score": round(float(np.asarray(confidence)[binary].mean()), 4) if confidence is not None else None,
         }
         if polygons:
             item["polygons"] = mask_polygons(binary)
@@ -141,6 +141,30 @@ def list_sources(source: str) -> tuple[list[Path], Path | None]:
         # names relative to the matches' common folder: a/0001.jpg and b/0001.jpg stay apart
         return files, Path(os.path.commonpath([str(f.parent.absolute()) for f in files]))
     raise UserError(f"source '{source}' does not exist (give an image, a folder, a glob or a video)")
+
+
+def check_output_folder(output: Path, files: list[Path], root: Path | None) -> None:
+    """Refuse an output folder that is a source folder or lies inside one (issue 10, item 1).
+
+    Annotated copies are named after their photo (``<stem>.jpg``): written into the photo's
+    own folder they would replace the user's originals, and inside a source folder they would
+    be read back as inputs by the next run. A folder source refuses itself and everything
+    below it; a single file or a glob refuses the folder of each file it names (a subfolder
+    such as ``photos/pred`` stays allowed there).
+    """
+    out = output.resolve()
+    folders = {root.resolve()} if root is not None else {f.resolve().parent for f in files}
+    for folder in sorted(folders):
+        if out == folder or (root is not None and folder in out.parents):
+            where = "is" if out == folder else "lies inside"
+            raise UserError(f"output '{output}' {where} the source folder '{folder}': predictions would "
+                            f"overwrite or mix with the photos; choose an output folder outside it")
+
+
+def _refuse_source_target(target: Path, sources: set[Path]) -> None:
+    """Last line of defence: never open a source file for writing, whatever the naming does."""
+    if target.resolve() in sources:
+        raise UserError(f"refusing to write '{target}': it is one of the source files")
 
 
 def iter_frames(files: list[Path], root: Path | None, video_stride: int = 1) -> Iterator[Frame]:
@@ -296,20 +320,23 @@ def predict_source(predictor: Predictor, source: str, output: str | Path, conf: 
     from fashionvision.progress import progress as _progress
 
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     files, root = list_sources(source)
+    check_output_folder(output, files, root)
+    sources = {f.resolve() for f in files}
+    output.mkdir(parents=True, exist_ok=True)
     total = count_work(files, video_stride)
     summary = PredictSummary(str(output))
     bar = _progress(iter_frames(files, root, video_stride), total=total, desc="predict", unit="img",
                     enabled=progress and total > 1)
     videos = VideoSink(output)
     try:
-        _predict_frames(predictor, bar, output, summary, conf, iou, save_images, save_frames, videos)
+        _predict_frames(predictor, bar, output, summary, conf, iou, save_images, save_frames, videos, sources)
         videos.finish()
     except BaseException:
         videos.abort()  # no truncated video under its final name
         raise
     summary.videos = videos.written
+    _refuse_source_target(output / "summary.json", sources)
     atomic_write_text(output / "summary.json", json.dumps(
         {"ok": summary.ok, "skipped": summary.skipped, "items": summary.items, "source": source,
          "model": predictor.source, "videos": summary.videos}, indent=1) + "\n")
@@ -318,7 +345,7 @@ def predict_source(predictor: Predictor, source: str, output: str | Path, conf: 
 
 def _predict_frames(predictor: Predictor, frames: Iterator[Frame], output: Path, summary: PredictSummary,
                     conf: float | None, iou: float | None, save_images: bool, save_frames: bool,
-                    videos: VideoSink) -> None:
+                    videos: VideoSink, sources: set[Path]) -> None:
     for frame in frames:
         if frame.video is None:
             videos.finish()  # a video before this file has ended
@@ -337,10 +364,13 @@ def _predict_frames(predictor: Predictor, frames: Iterator[Frame], output: Path,
         }
         target = output / frame.name
         target.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in (".json", ".jpg") if save_images else (".json",):
+            _refuse_source_target(Path(f"{target}{suffix}"), sources)
         atomic_write_text(Path(f"{target}.json"), json.dumps(record, indent=1) + "\n")
         if save_images:
             picture = draw(predictor, frame.image, prediction)
             if frame.video is not None:
+                _refuse_source_target(output / f"{frame.video}.mp4", sources)
                 videos.add(frame, picture)
             if frame.video is None or save_frames:
                 write_image(Path(f"{target}.jpg"), picture)

@@ -63,7 +63,18 @@ def ensure_dataset(cfg: dict) -> bool:
                         f"or pass convert_if_missing=true")
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise UserError(f"dataset.path='{path}' is not converted yet; under torchrun convert it first with {how}")
+    # a typo in dataset.path must not become a fresh download and conversion in a new folder:
+    # automatic conversion (and download) only into the config's default locations
+    default_path = Path(str(cfg.get("converted_dir", "data/converted"))) / name
+    if path.absolute() != default_path.absolute():
+        raise UserError(f"dataset.path='{path}' is not a converted dataset (no train.txt), and automatic "
+                        f"conversion only writes to the default '{default_path}'; check the path, or convert "
+                        f"there deliberately with {how}")
     source = Path(dataset.get("source") or "")
+    default_source = Path(str(cfg.get("data_dir", "data"))) / name
+    if name == "ccp" and not source.is_dir() and source.absolute() != default_source.absolute():
+        raise UserError(f"dataset.source='{source}' does not exist, and CCP is downloaded automatically only "
+                        f"into the default '{default_source}'; check the path or run `fashion-download ccp`")
     if name == "ccp" and not source.is_dir():
         from fashionvision.download import ensure_ccp
 
@@ -99,16 +110,20 @@ def check_model_fits_dataset(cfg: dict) -> None:
 
 
 def train(cfg: dict) -> int:
-    """Build the task from the registry, train, write metrics.json; 143 when preempted."""
+    """Build the task from the registry, train, write metrics.json; 143 (SIGTERM) or 130 (Ctrl-C) when stopped."""
     from fashionvision.engine import distributed
     from fashionvision.engine.build import build_task
+    from fashionvision.engine.checkpoint import check_fresh_run_folder
+    from fashionvision.engine.config import parse_trainer_config
     from fashionvision.engine.report import final_lines
-    from fashionvision.engine.trainer import PREEMPTED_EXIT_CODE, Trainer
+    from fashionvision.engine.trainer import Trainer
 
     started_at = STARTED_AT if STARTED_AT is not None else time.perf_counter()
     if PROFILE_NOTE:
         log.info("%s", PROFILE_NOTE)
     folder = run_dir()
+    trainer_cfg = parse_trainer_config(cfg["trainer"])
+    check_fresh_run_folder(folder, trainer_cfg.resume, trainer_cfg.overwrite)  # before any download
     check_model_fits_dataset(cfg)
     before = time.perf_counter()
     if ensure_dataset(cfg):
@@ -122,11 +137,19 @@ def train(cfg: dict) -> int:
     if trainer.status == "preempted":
         log.warning("preempted: checkpoint written to %s; continue with trainer.resume=auto hydra.run.dir=%s",
                     folder / "checkpoints" / "last.pt", folder)
-        return PREEMPTED_EXIT_CODE
+        print(f"stopped: continue with `fashion-train {' '.join(resume_args(sys.argv[1:], folder))}`",
+              file=sys.stderr)
+        return trainer.stop_signals.exit_code  # 143 after SIGTERM, 130 after Ctrl-C
     if trainer.dist.is_main:
         for line in final_lines(trainer, time.perf_counter() - started_at):
             log.info("%s", line)
     return 0
+
+
+def resume_args(argv: list[str], folder: Path) -> list[str]:
+    """The same overrides, continuing the run in ``folder`` (what the stop message prints)."""
+    keep = [a for a in argv if not a.startswith(("trainer.resume=", "hydra.run.dir=", "hydra.job.name="))]
+    return [*keep, "trainer.resume=auto", f"hydra.run.dir={folder}"]
 
 
 def distributed_overrides(argv: list[str], env: dict) -> list[str]:

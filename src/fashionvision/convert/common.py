@@ -141,12 +141,15 @@ def staged_output(source: str | os.PathLike, output: str | os.PathLike) -> Itera
         raise UserError(f"source folder '{source}' does not exist")
     check_paths(source, output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.tmp-"))
+    from fashionvision.convert.staging import clean_stale_staging, staging_prefix
+
+    clean_stale_staging(output.parent, output.name)  # what SIGKILLed earlier runs left behind
+    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=staging_prefix(output.name)))
     try:
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a dataset folder should be readable
         if output.exists():
-            old = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.old-"))
+            old = Path(tempfile.mkdtemp(dir=output.parent, prefix=staging_prefix(output.name, "old")))
             os.rename(output, old / "previous")
             os.rename(tmp, output)
             shutil.rmtree(old, ignore_errors=True)

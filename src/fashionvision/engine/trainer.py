@@ -7,8 +7,9 @@ checkpoints. Hook points (override in a subclass, or pass plain functions): :met
 
 Progress is never lost: ``checkpoints/last.pt`` after every epoch (and every
 ``checkpoint_every_steps`` optimizer steps) holds everything needed to continue exactly where
-the run stopped, mid-epoch included. SIGTERM finishes the step, checkpoints and returns
-status ``"preempted"`` (the CLI exits 143). A non-finite loss skips the step;
+the run stopped, mid-epoch included. SIGTERM or a first Ctrl-C finishes the step, checkpoints
+and returns status ``"preempted"`` (the CLI exits 143 or 130; loader workers ignore both
+signals, see :mod:`fashionvision.engine.signals`). A non-finite loss skips the step;
 ``max_bad_steps`` of them in a row stop the run with a checkpoint of the last good weights.
 """
 
@@ -19,7 +20,6 @@ import json
 import logging
 import math
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -30,14 +30,15 @@ from torch import nn
 from fashionvision.engine import distributed as du
 from fashionvision.engine.build import (EpochAware, ResumableSampler, build_loader, clamp_workers,
                                         resolve_device, seed_everything, to_device)
-from fashionvision.engine.checkpoint import (BEST, CHECKPOINT_DIR, LAST, find_resume_checkpoint, resume_mismatch,
-                                             load_checkpoint, load_pretrained, rng_state,
-                                             save_checkpoint, set_rng_state)
+from fashionvision.engine.checkpoint import (BEST, CHECKPOINT_DIR, LAST, check_fresh_run_folder,
+                                             find_resume_checkpoint, load_checkpoint, load_pretrained,
+                                             resume_mismatch, rng_state, save_checkpoint, set_rng_state)
 from fashionvision.engine.config import TrainerConfig, parse_trainer_config, to_dict
 from fashionvision.engine.ema import ModelEMA, unwrap
 from fashionvision.engine.logging import RunLogger, log_predictions, progress
 from fashionvision.engine import report
 from fashionvision.engine.schedule import WarmupCosine, build_optimizer
+from fashionvision.engine.signals import StopSignals, shutdown_loader_workers
 from fashionvision.errors import UserError
 from fashionvision.progress import TrackedLoader
 
@@ -85,6 +86,7 @@ class Trainer:
         self.save_seconds: float | None = None  # duration of the last checkpoint write
         self.inject_nan = {int(x) for x in os.environ.get(INJECT_NAN_ENV, "").split(",") if x.strip()}
         self._stop_signal = False
+        self.stop_signals = StopSignals()
 
     # ------------------------------------------------------------------ hook points
     def on_step_end(self, step: int, losses: dict[str, float]) -> None:
@@ -109,12 +111,14 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = self.cuda and not cfg.deterministic
         seed_everything(cfg.seed)
+        check_fresh_run_folder(self.run_dir, cfg.resume, cfg.overwrite)
         if self.dist.is_main:
             (self.run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
         du.barrier()
 
         limit = cfg.limit_images
         task.gpu_color = bool(cfg.gpu_augment and self.cuda)
+        task.seed = cfg.seed  # the per-item augmentation streams follow trainer.seed
         if not self.dist.is_main:
             du.barrier()  # rank 0 builds the decoded-image cache files first; the others reuse them
         self.train_set = EpochAware(task.build_dataset("train", train=True, limit=limit, cache=cfg.cache_images))
@@ -136,9 +140,9 @@ class Trainer:
                                         seed=cfg.seed, drop_last=len(self.train_set) >= per_step)
         self.train_loader = build_loader(self.train_set, cfg.batch_size, self.workers, task.collate,
                                          sampler=self.sampler, drop_last=len(self.train_set) >= per_step,
-                                         pin_memory=self.cuda, seed=cfg.seed)
+                                         pin_memory=self.cuda, seed=cfg.seed, ignore_stop_signals=True)
         self.val_loader = build_loader(self.val_set, cfg.batch_size, self.workers if len(self.val_set) else 0,
-                                       task.collate, pin_memory=self.cuda, seed=cfg.seed)
+                                       task.collate, pin_memory=self.cuda, seed=cfg.seed, ignore_stop_signals=True)
         self.batches_per_epoch = len(self.train_loader)
         self.steps_per_epoch = max(self.batches_per_epoch // cfg.accumulate, 1)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -289,6 +293,7 @@ class Trainer:
         self.sampler.set_epoch(self.epoch)
         self.sampler.skip = self.batch_in_epoch * cfg.batch_size
         self.train_set.set_epoch(self.epoch)
+        self.train_set.set_progress(self._progress())  # augment.close_mosaic
         self.train_loader.generator.manual_seed(cfg.seed * 1_000_003 + self.epoch)
         sums: dict[str, float] = {}
         counted, images, accumulated = 0, 0, 0
@@ -307,7 +312,8 @@ class Trainer:
             with sync():
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
                     losses = task.compute_losses(self.train_model, batch)
-                total = sum(losses.values())
+                # "raw_*" terms (e.g. unweighted losses) are logged only, never optimised
+                total = sum(v for k, v in losses.items() if not k.startswith("raw_"))
                 if self.batches_seen in self.inject_nan:
                     total = total * float("nan")
                 # one device->host copy per batch for the NaN check and the logged values
@@ -356,6 +362,7 @@ class Trainer:
                 self.ema.update(self.model)
             self.step += 1
             stop = self._sync_stop()
+            self.train_set.set_progress(self._progress())
             speed = images * self.dist.world_size / max(time.perf_counter() - started, 1e-9)
             current = {k: v / max(counted, 1) for k, v in sums.items()}
             shown = {"loss": f"{current.get('loss', float('nan')):.4g}", "lr": f"{lr:.3g}", "img_s": f"{speed:.0f}"}
@@ -403,8 +410,7 @@ class Trainer:
         self.val_seconds = time.perf_counter() - started
         return metrics
 
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        log.warning("SIGTERM received: finishing the step, then writing a checkpoint")
+    def _on_stop_signal(self, signum: int) -> None:
         self._stop_signal = True
 
     def fit(self) -> dict[str, float]:
@@ -418,7 +424,8 @@ class Trainer:
         if self.dist.is_main:
             for line in report.header_lines(self):
                 log.info("%s", line)
-        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _in_main_thread() else None
+        # SIGTERM / first Ctrl-C: finish the step, checkpoint, return "preempted" (engine/signals.py)
+        self.stop_signals = StopSignals(self._on_stop_signal).__enter__()
         try:
             self.status = "running"
             # (a fresh run always trains: a budget spent by the setup still gets one step)
@@ -472,8 +479,9 @@ class Trainer:
             self._write_metrics()
             return self.metrics
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            self.stop_signals.__exit__(None, None, None)
+            # the workers ignore SIGTERM/SIGINT: stop them here, not at interpreter exit
+            shutdown_loader_workers(getattr(self, "train_loader", None), getattr(self, "val_loader", None))
             self.logger.close()
 
     def _write_metrics(self) -> None:
@@ -488,9 +496,3 @@ class Trainer:
         tmp = self.run_dir / ".metrics.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
         os.replace(tmp, self.run_dir / "metrics.json")
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

@@ -40,6 +40,12 @@ def make_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch
     return torch.stack([xs, ys], -1)
 
 
+#: The one default of the detector's drawn outputs (score threshold, NMS IoU): ``model.conf``
+#: and ``model.iou`` in configs/model/yolo.yaml, and the fallback for checkpoints without them.
+DRAW_CONF = 0.25
+DRAW_IOU = 0.45
+
+
 def decode_xywh(t: torch.Tensor, grid: torch.Tensor, anchors: torch.Tensor, stride: float,
                 xy_scale: float = 1.0) -> torch.Tensor:
     """Raw ``t`` [..., 4] (broadcast with ``grid`` [..., 2] and ``anchors`` [..., 2]) -> cx, cy, w, h px."""
