@@ -76,7 +76,8 @@ def test_accumulation_early_stop_and_best(toy_data: Path, tmp_path: Path, monkey
 def test_max_time_budget_ends_the_run(toy_data: Path, tmp_path: Path) -> None:
     trainer = _run(toy_data, tmp_path, epochs=1, max_time="1s")
     assert trainer.status == "time_budget"
-    assert trainer.epoch >= 1 and trainer.train_seconds >= 1.0
+    # the budget bounds the whole run (issue 11): it stops early enough for the last validation
+    assert trainer.epoch >= 1 and trainer.step >= 1 and 0 < trainer.train_seconds
     assert json.loads((tmp_path / "metrics.json").read_text())["final"]["score"] <= 0
 
 
