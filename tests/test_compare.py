@@ -74,7 +74,7 @@ class Oracle:
         if self.kind == "detector":  # inclusive annotation -> continuous prediction coordinates
             boxes = record.boxes[:, :4].astype(np.float32) + np.array([0, 0, 1, 1], dtype=np.float32)
             return {"boxes": boxes, "scores": np.full(len(boxes), 0.9, np.float32), "labels": record.boxes[:, 4]}
-        return {"mask": cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED).astype(np.int64), "probs": None}
+        return {"mask": cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED).astype(np.int64), "confidence": None}
 
 
 def test_perfect_models_score_perfectly_through_both_conversions(tiny_ccp):

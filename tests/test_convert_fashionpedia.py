@@ -186,3 +186,25 @@ def test_window_rasterisation_equals_whole_image():
         canvas = np.zeros((h, w), np.uint8)
         masks.paint_instance(canvas, seg, 1)
         np.testing.assert_array_equal(canvas, coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(seg, h, w))))
+
+
+def test_empty_splits_warn_at_conversion_and_fail_clearly_at_training(shared_data: Path, tmp_path: Path):
+    """Issue 11, item 15: the 2-image sample gives train 2, val 0, test 0; say so, then refuse to train."""
+    from fashionvision.cli._hydra import compose
+    from fashionvision.families import task_for_config as build_task
+    from fashionvision.engine.trainer import Trainer
+    from fashionvision.errors import UserError
+
+    out = tmp_path / "out"
+    summary = fashionpedia.convert(shared_data / "fashionpedia-sample", out, files=["sample.json"],
+                                   progress_bar=False)
+    assert summary.images == {"train": 2, "val": 0, "test": 0}
+    warnings = [n for n in summary.notes if n.startswith("warning:")]
+    assert len(warnings) == 1 and "val and test are empty (train 2, val 0, test 0 images)" in warnings[0]
+    assert warnings[0] in summary.text()
+
+    cfg = compose("train", ["model=yolo", "model.width=0.0625", "model.image_size=64", "anchors=coco",
+                            "trainer=smoke", f"dataset.path={out}"])
+    with pytest.raises(UserError, match=r"split 'val' of .*out has no images .*change the split fractions"):
+        Trainer(build_task(cfg), cfg["trainer"], tmp_path / "run", cfg).fit()
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()

@@ -50,7 +50,16 @@ def test_fashion_train_yolo_smoke_writes_the_run_folder(tiny_ccp: Path, tmp_path
     for name in ("checkpoints/last.pt", "checkpoints/best.pt", ".hydra/config.yaml", "metrics.json"):
         assert (run / name).is_file(), name
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
-    assert list(run.glob("*.log")) and "epoch 2" in next(run.glob("*.log")).read_text()
+    log_text = next(run.glob("*.log")).read_text()
+    assert "epoch 2" in log_text
+    # issue 11: the header before the first step, the per-class table and the files at the end
+    assert "device CPU: " in log_text and "train 4 images" in log_text and "M parameters" in log_text
+    assert log_text.index("device CPU: ") < log_text.index("epoch 1:")
+    assert "on the validation split (1 image)" in log_text and "instances      ap50" in log_text
+    assert "completed after " in log_text and f"files in {run}: checkpoints/best.pt" in log_text
+    assert [line.split(",")[0] for line in (run / "results.csv").read_text().splitlines()] == ["epoch", "1", "2"]
+    assert (run / "results.png").is_file()
+    assert "\r" not in done.stderr  # not a terminal: plain progress lines only
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "completed" and "map50" in summary["final"]
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
@@ -77,3 +86,15 @@ def test_torchrun_needs_one_run_folder(monkeypatch) -> None:
     assert rank0 == [*argv, "hydra.run.dir=/runs/a"]
     rank1 = distributed_overrides([*argv, "hydra.run.dir=/runs/a"], {"WORLD_SIZE": "2", "RANK": "1"})
     assert "hydra.output_subdir=null" in rank1 and any("train_rank1.log" in a for a in rank1)
+
+
+def test_fashion_train_refuses_a_run_folder_with_checkpoints(tmp_path: Path) -> None:
+    """Issue 10.2 through the CLI: one-line error before any data work; the old files stay."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.pt").write_bytes(b"earlier run")
+    done = _train(tmp_path, f"dataset.path={tmp_path / 'not-there'}", f"hydra.run.dir={run}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "trainer.resume=auto" in errors[0] and "hydra.run.dir" in errors[0]
+    assert (run / "checkpoints" / "best.pt").read_bytes() == b"earlier run"

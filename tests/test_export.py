@@ -60,7 +60,7 @@ def test_predict_from_onnx_equals_pytorch(exported, kind, shared_data):
     else:
         assert a["mask"].shape == b["mask"].shape == image.shape[:2]
         assert (a["mask"] == b["mask"]).mean() > 0.999
-        np.testing.assert_allclose(b["probs"], a["probs"], atol=1e-4)
+        np.testing.assert_allclose(b["confidence"], a["confidence"], atol=1e-4)
 
 
 def test_foreign_onnx_file_is_refused(tmp_path):
@@ -76,6 +76,23 @@ def test_foreign_onnx_file_is_refused(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"garbage")
     with pytest.raises(UserError, match="not a readable ONNX file"):
         load_predictor(tmp_path / "junk.onnx")
+
+
+def test_export_cli_puts_the_onnx_beside_the_checkpoint_and_says_one_sentence(tiny_runs, tmp_path, capsys):
+    """Issue 11, item 15: `fashion-export ckpt=RUN` -> RUN/checkpoints/best.onnx and one line."""
+    import shutil
+
+    from fashionvision.cli.export import export
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs["detector"] / "checkpoints", run / "checkpoints")
+    assert export({"ckpt": str(run), "format": "onnx", "opset": 17, "atol": PARITY_ATOL, "check": True}) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    onnx_file = run / "checkpoints" / "best.onnx"
+    assert onnx_file.is_file() and len(printed) == 1
+    size_mb = onnx_file.stat().st_size / 1e6
+    assert printed[0].startswith(f"exported {onnx_file} ({size_mb:.1f} MB, opset 17, detection)")
+    assert "onnxruntime matches PyTorch: max |diff|" in printed[0] and "<= atol 0.0001" in printed[0]
 
 
 def test_export_refuses_to_overwrite_unless_asked(exported, tmp_path):

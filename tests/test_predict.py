@@ -164,3 +164,57 @@ def test_missing_source_and_model_are_clear_errors(tiny_runs, tmp_path):
         predict_source(predictor, str(tmp_path / "*.png"), tmp_path / "out")
     with pytest.raises(UserError, match="does not exist"):
         load_predictor(tmp_path / "missing_run")
+
+
+def test_predict_video_writes_an_annotated_video(tiny_runs, tmp_path):
+    """Issue 11, item 14: a video in gives an annotated video out (mp4v), plus the JSON per frame."""
+    predictor = load_predictor(tiny_runs["detector"])
+    video = tmp_path / "walk.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
+    if not writer.isOpened():
+        pytest.skip("OpenCV cannot write mp4v videos here")
+    for i in range(6):
+        frame = np.full((64, 96, 3), 30 * i, dtype=np.uint8)
+        cv2.rectangle(frame, (10 + 5 * i, 10), (40 + 5 * i, 50), (0, 0, 255), -1)
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "out"
+    summary = predict_source(predictor, str(video), out, video_stride=2, progress=False, conf=0.0)
+    annotated = out / "walk.mp4.mp4"  # the input's name, suffix kept (as for pictures: x.jpg -> x.jpg.jpg)
+    assert summary.ok == 3 and summary.videos == [str(annotated)]
+    assert "annotated video" in summary.text()
+    capture = cv2.VideoCapture(str(annotated))
+    frames = []
+    while True:
+        ok, picture = capture.read()
+        if not ok:
+            break
+        frames.append(picture)
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    capture.release()
+    assert len(frames) == 3 and frames[0].shape == (64, 96, 3)
+    assert fps == pytest.approx(5.0)  # the source rate divided by the stride
+    assert not list(out.glob("*.jpg")) and not list(out.glob(".*partial*"))  # frames only on request
+    assert len(list(out.glob("walk.mp4_f*.json"))) == 3
+    assert json.loads((out / "summary.json").read_text())["videos"] == [str(annotated)]
+
+
+def test_output_in_the_source_folder_never_overwrites_a_photo(tiny_runs, shared_data, tmp_path):
+    """Issue 10.1: output=SOURCE (or inside it, or a photo's own folder) is refused; the photo is untouched."""
+    from fashionvision.errors import UserError
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(shared_data / "ccp" / "photos" / "0001.jpg", folder / "0001.jpg")
+    original = (folder / "0001.jpg").read_bytes()
+    predictor = load_predictor(tiny_runs["segmenter"])
+    for source, output in [(folder, folder), (folder, folder / "pred"), (folder / "0001.jpg", folder),
+                           (folder / "*.jpg", folder)]:
+        with pytest.raises(UserError, match="source folder") as info:
+            predict_source(predictor, str(source), output, progress=False)
+        assert "\n" not in str(info.value)
+    assert (folder / "0001.jpg").read_bytes() == original
+    assert sorted(p.name for p in folder.iterdir()) == ["0001.jpg"]  # nothing written, no folder made
+    summary = predict_source(predictor, str(folder), tmp_path / "out", progress=False)  # outside: fine
+    assert summary.ok == 1 and (tmp_path / "out" / "0001.jpg.jpg").is_file()
+    assert (folder / "0001.jpg").read_bytes() == original

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import json
 
 import pytest
 from PIL import Image
@@ -135,3 +137,63 @@ def test_no_docs_page_loading_a_cdn(client):
     assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
     assert "cdn" not in client.get("/").text.lower()
     assert client.get("/openapi.json").json()["paths"]["/predict"]
+
+
+@pytest.fixture()
+def watched_tmp(tmp_path, monkeypatch):
+    """Every temporary file (the multipart spool's rollover included) lands, visibly, in one folder."""
+    import functools
+    import tempfile
+
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    # Linux TemporaryFile has no name (O_TMPFILE): give it one so that its size can be seen
+    monkeypatch.setattr(tempfile, "TemporaryFile",
+                        functools.partial(tempfile.NamedTemporaryFile, dir=folder, delete=False))
+    return folder
+
+
+def _spooled(folder) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def test_large_upload_is_refused_before_it_is_spooled(models, photo_bytes, watched_tmp):
+    """Issue 10.7: 50 MB against a 1 MB limit: 413, and nothing near that size reaches the temp folder."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(models, max_upload_mb=1))
+    big = photo_bytes + b"\0" * (50 << 20)
+    declared = client.post("/predict", files={"file": ("big.jpg", big, "image/jpeg")})  # with Content-Length
+    assert declared.status_code == 413 and "1 MB" in declared.json()["error"]
+    assert _spooled(watched_tmp) < (2 << 20)
+
+    # no Content-Length (chunked): the ASGI app is driven directly to count what it pulls
+    boundary = "fvboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode()
+    pieces = [head, photo_bytes] + [b"\0" * (1 << 20)] * 50 + [f"\r\n--{boundary}--\r\n".encode()]
+    pulled, sent = {"bytes": 0}, []
+
+    async def receive():
+        if pieces:
+            piece = pieces.pop(0)
+            pulled["bytes"] += len(piece)
+            return {"type": "http.request", "body": piece, "more_body": bool(pieces)}
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+             "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+             "headers": [(b"host", b"test"), (b"transfer-encoding", b"chunked"),
+                         (b"content-type", f"multipart/form-data; boundary={boundary}".encode())]}
+    asyncio.run(client.app(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
+    assert "1 MB" in json.loads(sent[1]["body"])["error"]
+    assert pulled["bytes"] < (3 << 20)  # reading stopped just past the limit
+    assert _spooled(watched_tmp) < (2 << 20)
+    ok = client.post("/predict", files={"file": ("small.jpg", photo_bytes, "image/jpeg")})
+    assert ok.status_code == 200  # a normal upload still works behind the middleware

@@ -117,8 +117,8 @@ def test_evaluate_report_predict_and_draw(ccp_batch, tmp_path):
     model.eval()
     prediction = task.predict(model, batch["images"][:1], batch["metas"][:1])[0]
     assert np.array_equal(np.asarray(mask), prediction["mask"].numpy())
-    assert prediction["probs"].shape == (59, h, w)
-    assert torch.allclose(prediction["probs"].sum(0), torch.ones(h, w), atol=1e-4)
+    assert prediction["confidence"].shape == (h, w)  # the probability of each pixel's class
+    assert bool(((prediction["confidence"] >= 1 / 59 - 1e-6) & (prediction["confidence"] <= 1)).all())
     drawn = task.draw(np.zeros((h, w, 3), np.uint8), prediction)
     assert drawn.shape == (h, w, 3)
 

@@ -62,8 +62,9 @@ def test_loss_terms_finite_and_backprop_with_and_without_targets():
     x = torch.rand(2, 3, 64, 64)
     targets = torch.tensor([[0, 1, 5, 5, 40, 50], [1, 3, 10, 20, 30, 60]], dtype=torch.float32)
     losses = crit(model(x), targets, model.anchors, model.strides)
-    assert set(losses) == {"box", "obj", "cls"}
+    assert set(losses) == {"box", "obj", "cls", "raw_box", "raw_obj", "raw_cls"}
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+    assert torch.isclose(losses["box"], 0.05 * losses["raw_box"]) and not losses["raw_box"].requires_grad
     sum(losses.values()).backward()
     assert model.head3.out.weight.grad.abs().sum() > 0
     empty = crit(model(x), torch.zeros(0, 6), model.anchors, model.strides)

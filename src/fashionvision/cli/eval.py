@@ -36,9 +36,10 @@ def evaluate(cfg: dict, output: Path | None = None) -> dict:
     """Evaluate ``cfg["ckpt"]`` on ``cfg["split"]``; returns the metrics (also written to disk)."""
     import torch
 
-    from fashionvision.engine.build import build_loader, resolve_device
+    from fashionvision.engine.build import build_loader, clamp_workers, resolve_device
     from fashionvision.engine.checkpoint import load_checkpoint, resolve_checkpoint
     from fashionvision.inference.loading import load_for_inference
+    from fashionvision.progress import TrackedLoader
 
     ckpt = resolve_checkpoint(cfg["ckpt"])
     device = resolve_device(cfg.get("device", "auto"), key="device")
@@ -51,13 +52,13 @@ def evaluate(cfg: dict, output: Path | None = None) -> dict:
     data = task.build_dataset(split, train=False, limit=int(limit) if limit else None)
     if len(data) == 0:
         raise UserError(f"split '{split}' of '{dataset}' has no images")
-    loader = build_loader(data, int(cfg.get("batch_size", 8)), int(cfg.get("workers", 2)),
+    loader = build_loader(data, int(cfg.get("batch_size", 8)), clamp_workers(int(cfg.get("workers", 2))),
                           task.collate, pin_memory=device.type == "cuda")
     output = Path(output or cfg.get("output") or run_dir())
     output.mkdir(parents=True, exist_ok=True)
     log.info("evaluating %s on %s split '%s' (%d images) on %s", ckpt, dataset, split, len(data), device)
     with torch.no_grad():
-        metrics = dict(task.evaluate(model, loader, device, output))
+        metrics = dict(task.evaluate(model, TrackedLoader(loader, f"eval {split}"), device, output))
     # unreadable images are left out of ground truth and predictions alike (data/dataset.py)
     skipped = int(getattr(data, "bad_images", 0))
     if skipped:
@@ -74,6 +75,8 @@ def evaluate(cfg: dict, output: Path | None = None) -> dict:
 
 
 def _print(report: dict, output: Path) -> None:
+    from fashionvision.engine.report import per_class_lines
+
     info = report["eval"]
     print(f"{info['task']} on {info['dataset']} [{info['split']}], {info['images']} images")
     if info.get("skipped_images"):
@@ -81,14 +84,8 @@ def _print(report: dict, output: Path) -> None:
     for key, value in report.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             print(f"  {key:16s} {value:.4f}" if isinstance(value, float) else f"  {key:16s} {value}")
-    rows = [r for r in report.get("per_class", []) if r.get("instances", 1)]
-    if rows:
-        cols = [k for k in rows[0] if k != "class"]
-        print(f"  {'class':24s} " + " ".join(f"{c:>9s}" for c in cols))
-        for r in rows:
-            print(f"  {str(r['class'])[:24]:24s} " + " ".join(
-                f"{r[c]:9.3f}" if isinstance(r[c], float) else f"{'-' if r[c] is None else r[c]!s:>9}"
-                for c in cols))
+    for line in per_class_lines(report.get("per_class", [])):
+        print(line)
     print(f"report written to {output}")
 
 

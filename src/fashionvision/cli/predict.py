@@ -1,7 +1,8 @@
 """fashion-predict ckpt=RUN_OR_CKPT_OR_ONNX source=PATH [conf=] [iou=] [output=DIR] [video_stride=N].
 
-Writes one annotated picture and one JSON per image or video frame (see
-:mod:`fashionvision.inference.files`); unreadable files are listed, skipped and counted.
+Writes one annotated picture and one JSON per image, and for a video an annotated ``.mp4``
+and one JSON per frame (see :mod:`fashionvision.inference.files`); unreadable files are
+listed, skipped and counted.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def predict(cfg: dict) -> int:
                              iou=float(iou) if iou is not None else None,
                              video_stride=int(cfg.get("video_stride", 1)),
                              progress=bool(cfg.get("progress", True)),
-                             save_images=bool(cfg.get("save_images", True)))
+                             save_images=bool(cfg.get("save_images", True)),
+                             save_frames=bool(cfg.get("save_frames", False)))
     print(summary.text())
     return 0 if summary.ok else 1
 

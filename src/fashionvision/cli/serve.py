@@ -26,7 +26,7 @@ def serve(cfg: dict) -> int:
     paths = [p for p in (cfg.get("ckpt"), cfg.get("ckpt2")) if p]
     models = by_kind([load_predictor(p, device=device) for p in paths])
     app = create_app(models, max_upload_mb=float(cfg.get("max_upload_mb", 10)), conf=cfg.get("conf"),
-                     iou=cfg.get("iou"), max_pixels=int(cfg.get("max_pixels", 40_000_000)),
+                     iou=cfg.get("iou"), max_pixels=int(cfg.get("max_pixels", 16_000_000)),
                      min_area=float(cfg.get("min_area", 0.001)))
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: the app is reachable from other machines", host)

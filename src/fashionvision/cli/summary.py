@@ -31,17 +31,11 @@ def resolve_num_classes(cfg: dict) -> tuple[int, str]:
 
 def summarize_model(model_cfg: dict, num_classes: int, image_size: int) -> dict:
     """Parameters and forward GFLOPs of one ``image_size`` x ``image_size`` image."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
+    from fashionvision.engine.report import model_complexity
     from fashionvision.families import build_model
 
     model = build_model({**model_cfg, "weights": None}, num_classes).eval()
-    params = sum(p.numel() for p in model.parameters())
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(torch.zeros(1, 3, image_size, image_size))
-    return {"params": params, "gflops": counter.get_total_flops() / 1e9}
+    return model_complexity(model, image_size)  # the same numbers the training header prints
 
 
 def summary(cfg: dict) -> int:

@@ -1,9 +1,11 @@
 """fashion-train [model=yolo|unet] [dataset=ccp|...] [trainer=default|smoke|cpu|ddp] [key=value ...]
 
 The run folder is Hydra's run dir (``hydra.run.dir=DIR`` to choose it): ``checkpoints/``,
-``tensorboard/``, ``.hydra/config.yaml`` (the composed config), ``train.log`` and
-``metrics.json``. With no argument it trains the default model on CCP, converting (and
-downloading) the data first when ``dataset.path`` holds no converted folder yet.
+``tensorboard/``, ``.hydra/config.yaml`` (the composed config), ``train.log``, ``results.csv``,
+``results.png`` and ``metrics.json``. With no argument it trains the default model on CCP,
+converting (and downloading) the data first when ``dataset.path`` holds no converted folder
+yet; on a machine without CUDA it picks the model's CPU profile (see ``cli/cpu_profile.py``).
+``trainer.max_time`` counts from the command start (the conversion excepted).
 
 Multi-GPU: ``torchrun --nproc_per_node=N -m fashionvision.cli.train trainer=ddp hydra.run.dir=DIR``
 (or set ``FASHION_RUN_DIR``); every rank must write into the same folder.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from fashionvision.cli._hydra import run_dir, run_hydra
@@ -24,14 +27,35 @@ log = logging.getLogger("fashionvision")
 RUN_DIR_ENV = "FASHION_RUN_DIR"
 
 
-def ensure_dataset(cfg: dict) -> None:
-    """Convert (and for CCP download) the dataset when ``dataset.path`` is not a converted folder."""
+#: ``time.perf_counter()`` at the process start (Linux: from /proc), for ``trainer.max_time``
+STARTED_AT: float | None = None
+#: the one line saying which CPU profile was picked (logged once the config is known to be valid)
+PROFILE_NOTE: str | None = None
+
+
+def process_started_at() -> float:
+    """``time.perf_counter()`` of this process's start, so that the budget includes the imports."""
+    now = time.perf_counter()
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        age = uptime - ticks / os.sysconf("SC_CLK_TCK")
+        return now - age if 0 <= age < 600 else now
+    except (OSError, ValueError, IndexError):
+        return now
+
+
+def ensure_dataset(cfg: dict) -> bool:
+    """Convert (and for CCP download) the dataset when ``dataset.path`` is not a converted folder.
+
+    Returns True when it converted (the time it took is not charged to ``trainer.max_time``).
+    """
     from fashionvision.engine.build import dataset_ready
 
     dataset = cfg["dataset"]
     path = Path(dataset["path"])
     if dataset_ready(path):
-        return
+        return False
     name = dataset.get("name", "?")
     how = f"`fashion-convert {name} source={dataset.get('source')} output={path}`"
     if not cfg.get("convert_if_missing", False):
@@ -39,7 +63,18 @@ def ensure_dataset(cfg: dict) -> None:
                         f"or pass convert_if_missing=true")
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise UserError(f"dataset.path='{path}' is not converted yet; under torchrun convert it first with {how}")
+    # a typo in dataset.path must not become a fresh download and conversion in a new folder:
+    # automatic conversion (and download) only into the config's default locations
+    default_path = Path(str(cfg.get("converted_dir", "data/converted"))) / name
+    if path.absolute() != default_path.absolute():
+        raise UserError(f"dataset.path='{path}' is not a converted dataset (no train.txt), and automatic "
+                        f"conversion only writes to the default '{default_path}'; check the path, or convert "
+                        f"there deliberately with {how}")
     source = Path(dataset.get("source") or "")
+    default_source = Path(str(cfg.get("data_dir", "data"))) / name
+    if name == "ccp" and not source.is_dir() and source.absolute() != default_source.absolute():
+        raise UserError(f"dataset.source='{source}' does not exist, and CCP is downloaded automatically only "
+                        f"into the default '{default_source}'; check the path or run `fashion-download ccp`")
     if name == "ccp" and not source.is_dir():
         from fashionvision.convert.download import ensure_ccp
 
@@ -51,7 +86,11 @@ def ensure_dataset(cfg: dict) -> None:
     from fashionvision.convert import get_converter
 
     log.info("converting %s from %s into %s (first run only)", name, source, path)
-    get_converter(name)(source, path)
+    summary = get_converter(name)(source, path)
+    for note in getattr(summary, "notes", []):
+        if note.startswith("warning:"):
+            log.warning("%s", note.removeprefix("warning: "))
+    return True
 
 
 def check_model_fits_dataset(cfg: dict) -> None:
@@ -74,30 +113,45 @@ def check_model_fits_dataset(cfg: dict) -> None:
 
 
 def train(cfg: dict) -> int:
-    """Build the task from the registry, train, write metrics.json; 143 when preempted."""
+    """Build the task from the registry, train, write metrics.json; 143 (SIGTERM) or 130 (Ctrl-C) when stopped."""
     from fashionvision.engine import distributed
-    from fashionvision.data.converted import ConvertedDataset
-    from fashionvision.engine.trainer import PREEMPTED_EXIT_CODE, Trainer
-    from fashionvision.families import build_task
+    from fashionvision.engine.checkpoint import check_fresh_run_folder
+    from fashionvision.engine.config import parse_trainer_config
+    from fashionvision.engine.report import final_lines
+    from fashionvision.engine.trainer import Trainer
+    from fashionvision.families import task_for_config
 
+    started_at = STARTED_AT if STARTED_AT is not None else time.perf_counter()
+    if PROFILE_NOTE:
+        log.info("%s", PROFILE_NOTE)
     folder = run_dir()
+    trainer_cfg = parse_trainer_config(cfg["trainer"])
+    check_fresh_run_folder(folder, trainer_cfg.resume, trainer_cfg.overwrite)  # before any download
     check_model_fits_dataset(cfg)
-    ensure_dataset(cfg)
-    task = build_task(cfg["model"], ConvertedDataset.open(cfg["dataset"]["path"]), cfg.get("augment"),
-                      cfg.get("anchors"))
-    trainer = Trainer(task, cfg["trainer"], folder, cfg)
+    before = time.perf_counter()
+    if ensure_dataset(cfg):
+        started_at += time.perf_counter() - before
+    trainer = Trainer(task_for_config(cfg), cfg["trainer"], folder, cfg, started_at=started_at)
     try:
-        metrics = trainer.fit()
+        trainer.fit()
     finally:
         distributed.shutdown()
     if trainer.status == "preempted":
         log.warning("preempted: checkpoint written to %s; continue with trainer.resume=auto hydra.run.dir=%s",
                     folder / "checkpoints" / "last.pt", folder)
-        return PREEMPTED_EXIT_CODE
+        print(f"stopped: continue with `fashion-train {' '.join(resume_args(sys.argv[1:], folder))}`",
+              file=sys.stderr)
+        return trainer.stop_signals.exit_code  # 143 after SIGTERM, 130 after Ctrl-C
     if trainer.dist.is_main:
-        shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-        log.info("done (%s): %s; run folder %s", trainer.status, shown, folder)
+        for line in final_lines(trainer, time.perf_counter() - started_at):
+            log.info("%s", line)
     return 0
+
+
+def resume_args(argv: list[str], folder: Path) -> list[str]:
+    """The same overrides, continuing the run in ``folder`` (what the stop message prints)."""
+    keep = [a for a in argv if not a.startswith(("trainer.resume=", "hydra.run.dir=", "hydra.job.name="))]
+    return [*keep, "trainer.resume=auto", f"hydra.run.dir={folder}"]
 
 
 def distributed_overrides(argv: list[str], env: dict) -> list[str]:
@@ -120,7 +174,12 @@ def distributed_overrides(argv: list[str], env: dict) -> list[str]:
 
 
 def main() -> None:
+    global STARTED_AT, PROFILE_NOTE
+    STARTED_AT = process_started_at()
+    from fashionvision.cli.cpu_profile import cpu_profile_overrides
+
     sys.argv = distributed_overrides(sys.argv, dict(os.environ))
+    sys.argv, PROFILE_NOTE = cpu_profile_overrides(sys.argv)
     run_hydra("train", train, dataset_alias=True)
 
 

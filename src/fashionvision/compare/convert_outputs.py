@@ -71,8 +71,10 @@ def boxes_from_mask(
 
     Args:
         mask: ``[H, W]`` integer class indices (segmentation classes).
-        probs: optional ``[C, H, W]`` class probabilities; a box's score is the mean
-            probability of its class over its component's pixels (1.0 when ``probs`` is None).
+        probs: optional ``[C, H, W]`` class probabilities, or the ``[H, W]`` probability of each
+            pixel's own class (the segmenter's ``confidence``: the same numbers over a class's
+            pixels, C times smaller); a box's score is the mean probability of its class over
+            its component's pixels (1.0 when ``probs`` is None).
         min_area: components with fewer pixels are dropped (the converter's area rule).
         class_map: segmentation class -> detection class; classes not in it make no boxes.
             None keeps the segmentation indices.
@@ -87,8 +89,11 @@ def boxes_from_mask(
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be [H, W], got shape {mask.shape}")
-    if probs is not None and (probs.ndim != 3 or probs.shape[1:] != mask.shape):
-        raise ValueError(f"probs must be [C, {mask.shape[0]}, {mask.shape[1]}], got {probs.shape}")
+    if probs is not None:
+        probs = np.asarray(probs)
+        if probs.shape[-2:] != mask.shape or probs.ndim not in (2, 3):
+            raise ValueError(f"probs must be [C, {mask.shape[0]}, {mask.shape[1]}] or [{mask.shape[0]}, "
+                             f"{mask.shape[1]}], got {probs.shape}")
     if connectivity not in (4, 8):
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
     structure = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
@@ -108,7 +113,9 @@ def boxes_from_mask(
             continue
         index = np.arange(1, count + 1)
         areas = np.bincount(components.ravel(), minlength=count + 1)[1:]
-        if probs is not None and value < probs.shape[0]:
+        if probs is not None and probs.ndim == 2:
+            means = np.asarray(ndimage.mean(probs, labels=components, index=index), dtype=np.float64)
+        elif probs is not None and value < probs.shape[0]:
             means = np.asarray(ndimage.mean(probs[value], labels=components, index=index), dtype=np.float64)
         else:
             means = np.ones(count)

@@ -123,7 +123,9 @@ def evaluate_both(detector: Predictor, segmenter: Predictor, data: ConvertedData
     gt_images: list[dict] = []
     coco = {"detector": [], "segmenter": []}
     matrices = {k: ConfusionMatrix(len(seg_classes), ignore_index=ignore) for k in ("segmenter", "detector")}
-    for image_id, record in enumerate(records):
+    from fashionvision.progress import progress
+
+    for image_id, record in enumerate(progress(records, desc=f"compare {split}", unit="img")):
         path = data.image_path(record)
         try:
             image = read_image(path)
@@ -146,7 +148,7 @@ def evaluate_both(detector: Predictor, segmenter: Predictor, data: ConvertedData
 
         seg = segmenter(image)
         matrices["segmenter"].update(torch.from_numpy(np.asarray(seg["mask"])), torch.from_numpy(gt_mask))
-        boxes, labels, scores = boxes_from_mask(np.asarray(seg["mask"]), seg.get("probs"),
+        boxes, labels, scores = boxes_from_mask(np.asarray(seg["mask"]), seg.get("confidence"),
                                                 min_area=area_fraction * height * width,
                                                 class_map=seg_to_det, ignore=(0, ignore))
         coco["segmenter"] += det_metrics.predictions_to_coco(image_id, boxes, scores, labels)

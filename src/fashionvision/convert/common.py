@@ -96,12 +96,12 @@ def seeded_split(n: int, fractions: Sequence[float], seed: int, names: Sequence[
 
 
 def progress(iterable: Iterable, total: int | None, desc: str, enabled: bool) -> Iterable:
-    """A tqdm progress bar when enabled (and tqdm is importable), else the iterable itself."""
+    """A bar with ETA on a terminal, plain lines in a log (:mod:`fashionvision.progress`), else the iterable."""
     if not enabled:
         return iterable
-    from tqdm import tqdm
+    from fashionvision.progress import progress as _progress
 
-    return tqdm(iterable, total=total, desc=desc, unit="img", dynamic_ncols=True, mininterval=0.5)
+    return _progress(iterable, total=total, desc=desc, unit="img", leave=True)
 
 
 def _is_within(child: Path, parent: Path) -> bool:
@@ -141,12 +141,15 @@ def staged_output(source: str | os.PathLike, output: str | os.PathLike) -> Itera
         raise UserError(f"source folder '{source}' does not exist")
     check_paths(source, output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.tmp-"))
+    from fashionvision.convert.staging import clean_stale_staging, staging_prefix
+
+    clean_stale_staging(output.parent, output.name)  # what SIGKILLed earlier runs left behind
+    tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=staging_prefix(output.name)))
     try:
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a dataset folder should be readable
         if output.exists():
-            old = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.old-"))
+            old = Path(tempfile.mkdtemp(dir=output.parent, prefix=staging_prefix(output.name, "old")))
             os.rename(output, old / "previous")
             os.rename(tmp, output)
             shutil.rmtree(old, ignore_errors=True)
@@ -215,4 +218,20 @@ def write_converted(
     # metadata.json last: its presence marks a complete conversion.
     atomic_write_text(staging / METADATA, json.dumps(metadata, indent=2) + "\n")
     seconds = time.perf_counter() - started if started is not None else 0.0
-    return ConversionSummary(name, output, images, boxes, list(skipped), seconds=seconds)
+    summary = ConversionSummary(name, output, images, boxes, list(skipped), seconds=seconds)
+    summary.notes.extend(empty_split_warnings(images))  # printed with the summary
+    return summary
+
+
+def empty_split_warnings(images: dict[str, int]) -> list[str]:
+    """One warning per empty split: training needs train and val images (the test split is optional)."""
+    empty = [split for split in SPLITS if not images.get(split)]
+    if not empty:
+        return []
+    needed = [split for split in empty if split in ("train", "val")]
+    why = ("fashion-train needs images in train and val" if needed
+           else "fashion-eval split=test needs test images")
+    shown = ", ".join(f"{s} {images.get(s, 0)}" for s in SPLITS)
+    return [f"warning: split{'s' if len(empty) > 1 else ''} {' and '.join(empty)} "
+            f"{'are' if len(empty) > 1 else 'is'} empty ({shown} images): {why}; convert more images "
+            f"(e.g. without limit=) or change the split fractions (split=[train,val,test])"]

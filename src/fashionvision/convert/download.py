@@ -152,10 +152,13 @@ def download_ccp(
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise UserError(f"'{dest}' already exists and is not a CCP dataset; move it away or choose another dest")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".zip.part")
+    from fashionvision.convert.staging import clean_stale_staging, staging_prefix
+
+    clean_stale_staging(dest.parent, dest.name)  # what SIGKILLed earlier downloads left behind
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=staging_prefix(dest.name, "dl"), suffix=".zip.part")
     os.close(fd)
     archive = Path(tmp_name)
-    unpack = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".unpack"))
+    unpack = Path(tempfile.mkdtemp(dir=dest.parent, prefix=staging_prefix(dest.name, "dl"), suffix=".unpack"))
     try:
         log.info("downloading %s", url)
         digest = _fetch(url, archive, timeout, progress)

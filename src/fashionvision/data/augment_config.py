@@ -28,9 +28,10 @@ class AugmentConfig:
     crop: float = 0.0
     crop_min_side: float = 0.6
     mosaic: float = 0.0
+    close_mosaic: float = 0.0  # detection: fraction of training at the end without mosaic
 
     def check(self) -> None:
-        for key in ("hflip", "vflip", "crop", "mosaic", "crop_min_side"):
+        for key in ("hflip", "vflip", "crop", "mosaic", "crop_min_side", "close_mosaic"):
             check_probability(f"augment.{key}", getattr(self, key))
         for key in ("hsv_h", "hsv_s", "hsv_v", "contrast", "translate", "rotate"):
             require(getattr(self, key) >= 0, f"augment.{key}", getattr(self, key), ">= 0")

@@ -202,7 +202,7 @@ class ImageCache:
 def _write_all(handle, image_paths: Sequence[Path], masks: Sequence[Path | None], long_side: int,
                workers: int | None, progress: bool, name: str) -> list[dict]:
     """Decode in a thread pool (in order, bounded look-ahead) and append to ``handle``."""
-    from tqdm import tqdm
+    from fashionvision.progress import progress as _progress
 
     def load(i: int):
         try:
@@ -214,7 +214,7 @@ def _write_all(handle, image_paths: Sequence[Path], masks: Sequence[Path | None]
     entries: list[dict] = []
     offset = 0
     chunk = max(16, 4 * workers)
-    bar = tqdm(total=len(image_paths), desc=f"caching {name} images", unit="img", disable=not progress)
+    bar = _progress(None, total=len(image_paths), desc=f"caching {name} images", unit="img", enabled=progress)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(image_paths), chunk):
             for i, result in zip(range(start, len(image_paths)),

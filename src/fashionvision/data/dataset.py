@@ -89,7 +89,9 @@ class FashionDataset(Dataset):
         records = data.records(split)
         self.records = records[:limit] if limit is not None else records
         if not self.records:
-            raise UserError(f"split '{split}' of {data.folder} has no images")
+            raise UserError(f"split '{split}' of {data.folder} has no images (training needs train and val "
+                            "images): convert more images or change the split fractions, e.g. "
+                            "fashion-convert ... split=[0.8,0.1,0.1]")
         self.data, self.split, self.task, self.train = data, split, task, train
         self.image_size = image_size
         self.long_side = int(image_size) if isinstance(image_size, (int, np.integer)) else int(max(image_size))
@@ -103,6 +105,7 @@ class FashionDataset(Dataset):
         # Shared-memory scalars: DataLoader workers (persistent ones too) see set_epoch() and
         # add to one bad-image count, because these tensors are shared, not copied.
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._progress = torch.zeros(1, dtype=torch.float64).share_memory_()  # 0..1, for close_mosaic
         self._bad = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._warned: set[str] = set()
         self.cache: ImageCache | None = None
@@ -117,6 +120,14 @@ class FashionDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of ``epoch`` (call before iterating the loader)."""
         self._epoch[0] = int(epoch)
+
+    def set_progress(self, progress: float) -> None:
+        """Tell the augmentation how far training is (0..1): ``augment.close_mosaic`` reads it."""
+        self._progress[0] = float(progress)
+
+    @property
+    def progress(self) -> float:
+        return float(self._progress[0])
 
     @property
     def epoch(self) -> int:
@@ -178,7 +189,8 @@ class FashionDataset(Dataset):
                 return None
         else:
             sample = self._load_readable(index)
-        out = self.transform(sample, self.rng_for(index), fetch=self._load_readable, length=len(self))
+        out = self.transform(sample, self.rng_for(index), fetch=self._load_readable, length=len(self),
+                             progress=self.progress)
         i = sample["index"]
         item = {
             "image": torch.from_numpy(np.ascontiguousarray(out["image"].transpose(2, 0, 1))),

@@ -28,7 +28,7 @@ MIN_AREA_KEPT = 0.2     # ... and boxes keeping less than this share of their ar
 
 Shape = tuple[int, int]  # (height, width)
 AUGMENT_KEYS = frozenset({"name", "hflip", "vflip", "hsv_h", "hsv_s", "hsv_v", "contrast", "scale",
-                          "translate", "rotate", "crop", "crop_min_side", "mosaic"})
+                          "translate", "rotate", "crop", "crop_min_side", "mosaic", "close_mosaic"})
 
 
 def as_shape(size: int | tuple[int, int] | list[int]) -> Shape:
@@ -260,17 +260,28 @@ class TrainTransform:
         # Mosaic glues four photos: a detector learns from the extra objects and contexts, but
         # for the segmenter the config documents mosaic as detection-only.
         self.mosaic = float(cfg.get("mosaic", 0.0)) if task == "detection" else 0.0
+        # The last ``close_mosaic`` fraction of training (by ``progress``, 0..1) sees whole
+        # photos, like the ones it is tested on (YOLOv8 turns mosaic off for its last epochs).
+        self.close_mosaic = float(cfg.get("close_mosaic", 0.0))
+        if not 0.0 <= self.close_mosaic <= 1.0:
+            raise ValueError(f"augment close_mosaic must be a fraction of training in [0, 1], not {self.close_mosaic}")
 
     def shape_for(self, h: int, w: int) -> Shape:
         return target_shape(self.out_shape, h, w, self.rect)
 
+    def mosaic_at(self, progress: float) -> float:
+        """The mosaic probability at ``progress`` (0..1) of training: 0 in the closing phase."""
+        return 0.0 if self.close_mosaic > 0 and progress >= 1.0 - self.close_mosaic else self.mosaic
+
     def __call__(self, sample: dict, rng: np.random.Generator,
-                 fetch: Callable[[int], dict] | None = None, length: int = 0) -> dict:
+                 fetch: Callable[[int], dict] | None = None, length: int = 0,
+                 progress: float = 0.0) -> dict:
         h, w = sample["image"].shape[:2]
+        mosaic = self.mosaic_at(progress)
         out_shape = self.shape_for(h, w)
         out_h, out_w = out_shape
         scale, _, pad = letterbox_params(h, w, out_shape)
-        use_mosaic = fetch is not None and length > 1 and self.mosaic > 0 and rng.random() < self.mosaic
+        use_mosaic = fetch is not None and length > 1 and mosaic > 0 and rng.random() < mosaic
         if use_mosaic:
             sample = self._mosaic(sample, rng, fetch, length, out_shape)
             start = np.array([[1.0, 0, -out_w / 2], [0, 1.0, -out_h / 2], [0, 0, 1]])  # canvas centre
@@ -317,7 +328,7 @@ class TrainTransform:
         out["image"] = np.ascontiguousarray(np.flip(sample["image"], axis=axis))
         if sample.get("mask") is not None:
             out["mask"] = np.ascontiguousarray(np.flip(sample["mask"], axis=axis))
-        size = sample["image"].shape[1 - axis]
+        size = sample["image"].shape[axis]  # width for a horizontal flip (axis 1), height for axis 0
         boxes = sample["boxes"].copy()
         cols = [0, 2] if axis == 1 else [1, 3]
         boxes[:, cols] = size - sample["boxes"][:, cols[::-1]]

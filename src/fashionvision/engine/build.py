@@ -45,6 +45,25 @@ def resolve_device(name: str | torch.device | None, local_rank: int = 0,
     raise UserError(f"{key}='{name}' is not a device; use auto, cpu, cuda or cuda:N")
 
 
+def clamp_workers(workers: int, cores: int | None = None) -> int:
+    """Loader workers, never more than this process's cores (per local rank under torchrun).
+
+    More workers than cores only makes them fight over the CPU (PyTorch warns about it, and
+    on a 2-core laptop the default 4 workers slow training down); one line says so.
+    """
+    import logging
+
+    from fashionvision.engine.report import cpu_count
+
+    local = max(int(os.environ.get("LOCAL_WORLD_SIZE", 1)), 1)
+    available = max((cores if cores is not None else cpu_count()) // local, 1)
+    if workers > available:
+        logging.getLogger("fashionvision.engine").info(
+            "trainer.workers=%d but %d core(s) are available: using %d loader workers", workers, available, available)
+        return available
+    return max(int(workers), 0)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -88,6 +107,11 @@ class EpochAware(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch.fill_(int(epoch))
 
+    def set_progress(self, progress: float) -> None:
+        """Training progress (0..1) for the dataset's augmentation (shared memory: workers see it)."""
+        if hasattr(self.dataset, "set_progress"):
+            self.dataset.set_progress(progress)
+
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
@@ -97,6 +121,15 @@ class EpochAware(Dataset):
             self.dataset.set_epoch(epoch)
             self._seen = epoch
         return self.dataset[index]
+
+
+def _seed_worker_ignoring_stop_signals(worker_id: int) -> None:
+    """Training loaders: SIGTERM/Ctrl-C to the process group are the main process's to handle
+    (it finishes the step, checkpoints and shuts the workers down; see engine/signals.py)."""
+    from fashionvision.engine.signals import ignore_stop_signals
+
+    ignore_stop_signals()
+    _seed_worker(worker_id)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -111,15 +144,20 @@ def _seed_worker(worker_id: int) -> None:
 
 def build_loader(dataset: Dataset, batch_size: int, workers: int, collate: Callable,
                  sampler: torch.utils.data.Sampler | None = None, drop_last: bool = False,
-                 pin_memory: bool = False, seed: int = 0) -> DataLoader:
-    """A loader with pinned memory and persistent workers when they help."""
+                 pin_memory: bool = False, seed: int = 0, ignore_stop_signals: bool = False) -> DataLoader:
+    """A loader with pinned memory and persistent workers when they help.
+
+    ``ignore_stop_signals``: workers ignore SIGTERM and SIGINT; the owner must then shut them
+    down itself (:func:`fashionvision.engine.signals.shutdown_loader_workers`).
+    """
     workers = int_setting("workers", workers, 0)
     batch_size = int_setting("batch_size", batch_size, 1)
     generator = torch.Generator()
     generator.manual_seed(seed)
     kwargs: dict[str, Any] = {}
     if workers > 0:
-        kwargs.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=_seed_worker)
+        init = _seed_worker_ignoring_stop_signals if ignore_stop_signals else _seed_worker
+        kwargs.update(persistent_workers=True, prefetch_factor=4, worker_init_fn=init)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
                       num_workers=workers, collate_fn=collate, pin_memory=pin_memory,
                       drop_last=drop_last, generator=generator, **kwargs)

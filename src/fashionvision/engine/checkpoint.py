@@ -170,6 +170,26 @@ def find_resume_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return None
 
 
+def check_fresh_run_folder(run_dir: str | os.PathLike, resume: str | None, overwrite: bool) -> None:
+    """Refuse to start a fresh run over an earlier run's checkpoints (issue 10, item 2).
+
+    ``best.pt``, ``last.pt``, ``last.prev.pt`` and ``metrics.json`` of the earlier run would be
+    replaced one by one as the new run writes; that is someone's work. Continuing it
+    (``trainer.resume=auto``) or ``trainer.overwrite=true`` are the two ways on.
+    """
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if overwrite or str(resume or "") == "auto":
+        return
+    found = [name for name in (LAST, PREV, BEST) if (folder / name).is_file()]
+    if not found:
+        return
+    if resume and Path(resume).resolve().parent == folder.resolve():
+        return  # resuming from one of this run's own checkpoints
+    raise UserError(f"run folder '{run_dir}' already holds checkpoints ({', '.join(found)}); continue that run "
+                    f"with trainer.resume=auto, start a new one in a fresh hydra.run.dir=DIR, or replace it "
+                    f"with trainer.overwrite=true")
+
+
 def model_state(ckpt: dict, prefer_ema: bool = True) -> dict:
     """The weights to use from a checkpoint: EMA when present (and preferred), else the model."""
     if prefer_ema and isinstance(ckpt.get("ema"), dict) and "module" in ckpt["ema"]:

@@ -48,6 +48,7 @@ class TrainerConfig:
     early_stop_patience: int | None = None
     max_bad_steps: int = 5
     resume: str | None = None
+    overwrite: bool = False
     deterministic: bool = False
     seed: int = 0
     sync_bn: bool = False

@@ -1,12 +1,13 @@
 """What the user sees: a progress bar per epoch on rank 0, TensorBoard scalars and images.
 
+``results.csv`` / ``results.png`` and the run header are in :mod:`fashionvision.engine.report`.
+
 Other ranks get no-op objects, so the loop never asks "am I rank 0?" around each call.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -16,28 +17,11 @@ import torch
 log = logging.getLogger("fashionvision.engine")
 
 
-class _NullBar:
-    def __init__(self, iterable: Iterable):
-        self.iterable = iterable
-
-    def __iter__(self):
-        return iter(self.iterable)
-
-    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def progress(iterable: Iterable, total: int, desc: str, enabled: bool):
-    """A tqdm bar (with its ETA) on rank 0 when attached to a terminal or asked for."""
-    if not enabled:
-        return _NullBar(iterable)
-    from tqdm.auto import tqdm
+    """The training bar on rank 0: tqdm on a terminal, plain lines in a log (``fashionvision.progress``)."""
+    from fashionvision.progress import progress as _progress
 
-    return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, leave=False,
-                file=sys.stderr, mininterval=0.5)
+    return _progress(iterable, total=total, desc=desc, enabled=enabled, unit="batch")
 
 
 class RunLogger:

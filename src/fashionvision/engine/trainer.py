@@ -6,8 +6,9 @@ checkpoints.
 
 Progress is never lost: ``checkpoints/last.pt`` after every epoch (and every
 ``checkpoint_every_steps`` optimizer steps) holds everything needed to continue exactly where
-the run stopped, mid-epoch included. SIGTERM finishes the step, checkpoints and returns
-status ``"preempted"`` (the CLI exits 143). A non-finite loss skips the step;
+the run stopped, mid-epoch included. SIGTERM or a first Ctrl-C finishes the step, checkpoints
+and returns status ``"preempted"`` (the CLI exits 143 or 130; loader workers ignore both
+signals, see :mod:`fashionvision.engine.signals`). A non-finite loss skips the step;
 ``max_bad_steps`` of them in a row stop the run with a checkpoint of the last good weights.
 """
 
@@ -18,7 +19,6 @@ import json
 import logging
 import math
 import os
-import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,16 +27,19 @@ import torch
 from torch import nn
 
 from fashionvision.engine import distributed as du
-from fashionvision.engine.build import (EpochAware, ResumableSampler, build_loader, resolve_device,
-                                        seed_everything, to_device)
-from fashionvision.engine.checkpoint import (BEST, CHECKPOINT_DIR, LAST, find_resume_checkpoint, resume_mismatch,
-                                             load_checkpoint, load_pretrained, rng_state,
-                                             save_checkpoint, set_rng_state)
+from fashionvision.engine.build import (EpochAware, ResumableSampler, build_loader, clamp_workers,
+                                        resolve_device, seed_everything, to_device)
+from fashionvision.engine.checkpoint import (BEST, CHECKPOINT_DIR, LAST, check_fresh_run_folder,
+                                             find_resume_checkpoint, load_checkpoint, load_pretrained,
+                                             resume_mismatch, rng_state, save_checkpoint, set_rng_state)
 from fashionvision.engine.config import TrainerConfig, parse_trainer_config, to_dict
 from fashionvision.engine.ema import ModelEMA, unwrap
 from fashionvision.engine.logging import RunLogger, log_predictions, progress
+from fashionvision.engine import report
 from fashionvision.engine.schedule import WarmupCosine, build_optimizer
+from fashionvision.engine.signals import StopSignals, shutdown_loader_workers
 from fashionvision.errors import UserError
+from fashionvision.progress import TrackedLoader
 
 if TYPE_CHECKING:  # the contract only: the engine never imports a task at run time
     from fashionvision.tasks.base import Task
@@ -59,10 +62,13 @@ class Trainer:
         run_dir: the run folder (Hydra's run dir from the CLI); shared by every rank.
         config: the full composed config, stored in checkpoints so that the model can be
             rebuilt later by name.
+        started_at: ``time.perf_counter()`` when the command started: ``max_time`` counts from
+            there (setup, model build and data caching included); default: now.
     """
 
     def __init__(self, task: Task, trainer_cfg: dict | TrainerConfig, run_dir: str | os.PathLike,
-                 config: dict | None = None):
+                 config: dict | None = None, started_at: float | None = None):
+        self.started_at = time.perf_counter() if started_at is None else float(started_at)
         self.task = task
         self.cfg = parse_trainer_config(trainer_cfg)
         self.run_dir = Path(run_dir)
@@ -75,7 +81,11 @@ class Trainer:
         self.channels_last = self.cfg.channels_last and self.cuda
         self.status = "created"
         self.metrics: dict[str, float] = {}
+        self.best_per_class: list[dict] = []
+        self.val_seconds: float | None = None  # duration of the last validation (budget reserve)
+        self.save_seconds: float | None = None  # duration of the last checkpoint write
         self._stop_signal = False
+        self.stop_signals = StopSignals()
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -90,12 +100,14 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = self.cuda and not cfg.deterministic
         seed_everything(cfg.seed)
+        check_fresh_run_folder(self.run_dir, cfg.resume, cfg.overwrite)
         if self.dist.is_main:
             (self.run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
         du.barrier()
 
         limit = cfg.limit_images
         task.gpu_color = bool(cfg.gpu_augment and self.cuda)
+        task.seed = cfg.seed  # the per-item augmentation streams follow trainer.seed
         if not self.dist.is_main:
             du.barrier()  # rank 0 builds the decoded-image cache files first; the others reuse them
         self.train_set = EpochAware(task.build_dataset("train", train=True, limit=limit, cache=cfg.cache_images))
@@ -106,14 +118,20 @@ class Trainer:
             du.barrier()
         if len(self.train_set) == 0:
             raise UserError("the training split is empty")
+        if self.dist.is_main and len(self.val_set) == 0:
+            folder = getattr(getattr(task, "data", None), "folder", "the dataset")
+            raise UserError(f"split 'val' of {folder} has no images (the run validates to pick best.pt): "
+                            "convert more images or change the split fractions, e.g. "
+                            "fashion-convert ... split=[0.8,0.1,0.1]")
+        self.workers = clamp_workers(cfg.workers)
         per_step = cfg.batch_size * self.dist.world_size
         self.sampler = ResumableSampler(self.train_set, self.dist.world_size, self.dist.rank, shuffle=True,
                                         seed=cfg.seed, drop_last=len(self.train_set) >= per_step)
-        self.train_loader = build_loader(self.train_set, cfg.batch_size, cfg.workers, task.collate,
+        self.train_loader = build_loader(self.train_set, cfg.batch_size, self.workers, task.collate,
                                          sampler=self.sampler, drop_last=len(self.train_set) >= per_step,
-                                         pin_memory=self.cuda, seed=cfg.seed)
-        self.val_loader = build_loader(self.val_set, cfg.batch_size, cfg.workers if len(self.val_set) else 0,
-                                       task.collate, pin_memory=self.cuda, seed=cfg.seed)
+                                         pin_memory=self.cuda, seed=cfg.seed, ignore_stop_signals=True)
+        self.val_loader = build_loader(self.val_set, cfg.batch_size, self.workers if len(self.val_set) else 0,
+                                       task.collate, pin_memory=self.cuda, seed=cfg.seed, ignore_stop_signals=True)
         self.batches_per_epoch = len(self.train_loader)
         self.steps_per_epoch = max(self.batches_per_epoch // cfg.accumulate, 1)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -153,7 +171,9 @@ class Trainer:
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
         self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main)
-        self._seconds_before, self._fit_started = self.train_seconds, time.perf_counter()
+        # the budget counts from the command start: setup, model build and caching included
+        self._seconds_before, self._fit_started = self.train_seconds, self.started_at
+        self.results = report.ResultsLog(self.run_dir, enabled=self.dist.is_main, keep_epochs=self.epoch)
         if resume_state is not None:  # last, so that nothing above consumes the restored RNG
             set_rng_state(resume_state["rng"])
 
@@ -191,6 +211,7 @@ class Trainer:
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.best_metric = float(state.get("best_metric", -math.inf))
         self.metrics = dict(state.get("metrics") or {})
+        self.best_per_class = list(state.get("best_per_class") or [])
         log.info("resumed from %s: epoch %d, batch %d, step %d", path, self.epoch, self.batch_in_epoch, self.step)
         return state
 
@@ -210,6 +231,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "rng": rng_state(),
             "metrics": dict(self.metrics),
+            "best_per_class": list(self.best_per_class),
             "config": self.config,
             "trainer": to_dict(self.cfg),
             "task": self.task.describe(),
@@ -217,6 +239,7 @@ class Trainer:
 
     def save(self, best: bool = False) -> None:
         """Write ``last.pt`` (and ``best.pt``) on rank 0; every rank waits for it."""
+        started = time.perf_counter()
         if self.dist.is_main:
             state = self._state()
             folder = self.run_dir / CHECKPOINT_DIR
@@ -224,15 +247,21 @@ class Trainer:
             if best:
                 save_checkpoint(folder / BEST, state, keep_previous=False)
         du.barrier()
+        self.save_seconds = time.perf_counter() - started
 
     # ------------------------------------------------------------------ the loop
     def _progress(self) -> float:
         if self.cfg.max_seconds is not None:
-            return self.train_seconds / self.cfg.max_seconds
+            return self.train_seconds / max(self.cfg.max_seconds - self._reserve(), 1e-9)
         return self.step / max(self.total_steps, 1)
 
+    def _reserve(self) -> float:
+        """Seconds kept back from ``max_time`` for the last validation and checkpoint."""
+        return report.budget_reserve(self)
+
     def _time_up(self) -> bool:
-        return self.cfg.max_seconds is not None and self.train_seconds >= self.cfg.max_seconds
+        return (self.cfg.max_seconds is not None
+                and self.train_seconds + self._reserve() >= self.cfg.max_seconds)
 
     def _sync_stop(self) -> bool:
         """Update the elapsed time and agree on every rank whether to stop (SIGTERM or budget).
@@ -253,7 +282,8 @@ class Trainer:
         with sync():
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp):
                 losses = self.task.compute_losses(self.train_model, batch)
-            total = sum(losses.values())
+            # "raw_*" terms (e.g. unweighted losses) are logged only, never optimised
+            total = sum(v for k, v in losses.items() if not k.startswith("raw_"))
             # one device->host copy per batch for the NaN check and the logged values
             values = dict(zip(["loss", *losses], torch.stack(
                 [total.detach().float(), *(v.detach().float() for v in losses.values())]).tolist()))
@@ -278,10 +308,12 @@ class Trainer:
         self.sampler.set_epoch(self.epoch)
         self.sampler.skip = self.batch_in_epoch * cfg.batch_size
         self.train_set.set_epoch(self.epoch)
+        self.train_set.set_progress(self._progress())  # augment.close_mosaic
         self.train_loader.generator.manual_seed(cfg.seed * 1_000_003 + self.epoch)
         sums: dict[str, float] = {}
         counted, images, accumulated = 0, 0, 0
         started = time.perf_counter()
+        self._epoch_started, self._epoch_images = started, 0  # training speed for the budget reserve
         bar = progress(self.train_loader, total=len(self.train_loader), desc=f"epoch {self.epoch + 1}",
                        enabled=self.dist.is_main)
         for batch in bar:
@@ -292,6 +324,7 @@ class Trainer:
             final_micro = accumulated + 1 >= cfg.accumulate or self.batch_in_epoch == self.batches_per_epoch
             values, finite = self.forward_backward(batch, final_micro)
             images += int(batch["images"].shape[0])
+            self._epoch_images = images
             if finite:
                 self.bad_in_row = 0
                 accumulated += 1
@@ -325,6 +358,7 @@ class Trainer:
             self.optimizer_step()
             accumulated = 0
             stop = self._sync_stop()
+            self.train_set.set_progress(self._progress())
             speed = images * self.dist.world_size / max(time.perf_counter() - started, 1e-9)
             current = {k: v / max(counted, 1) for k, v in sums.items()}
             shown = {"loss": f"{current.get('loss', float('nan')):.4g}", "lr": f"{lr:.3g}", "img_s": f"{speed:.0f}"}
@@ -338,6 +372,9 @@ class Trainer:
             if stop:
                 break
         bar.close()
+        self._done_images = getattr(self, "_done_images", 0) + images
+        self._done_seconds = getattr(self, "_done_seconds", 0.0) + time.perf_counter() - started
+        self._epoch_images = 0
         means = {k: v / max(counted, 1) for k, v in sums.items()}
         means = du.all_reduce_mean(means, self.device)
         means["img_per_s"] = images * self.dist.world_size / max(time.perf_counter() - started, 1e-9)
@@ -347,12 +384,16 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Metrics of the EMA (or the model) on the validation split, computed on rank 0."""
         metrics: dict[str, float] | None = None
+        started = time.perf_counter()
         if self.dist.is_main:
             model = self.ema.module if self.ema is not None else unwrap(self.model)
             was_training = model.training
             model.eval()
             # no autocast here: box decoding and metrics need float32; a task may autocast its forward
-            metrics = {k: float(v) for k, v in self.task.evaluate(model, self.val_loader, self.device).items()
+            loader = TrackedLoader(self.val_loader, f"validate epoch {self.epoch}")
+            result = self.task.evaluate(model, loader, self.device)
+            self.last_per_class = list(result.get("per_class") or [])
+            metrics = {k: float(v) for k, v in result.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             log_predictions(self.logger, self.task, model, self.val_loader, self.device,
                             self.cfg.log_images, self.step)
@@ -360,10 +401,11 @@ class Trainer:
             if self.task.primary_metric not in metrics:
                 raise UserError(f"task '{self.task.name}' returned no '{self.task.primary_metric}' metric "
                                 f"(got {sorted(metrics)})")
-        return du.broadcast_object(metrics)
+        metrics = du.broadcast_object(metrics)
+        self.val_seconds = time.perf_counter() - started
+        return metrics
 
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        log.warning("SIGTERM received: finishing the step, then writing a checkpoint")
+    def _on_stop_signal(self, signum: int) -> None:
         self._stop_signal = True
 
     def fit(self) -> dict[str, float]:
@@ -374,36 +416,45 @@ class Trainer:
         """
         self.setup()
         cfg = self.cfg
-        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _in_main_thread() else None
+        if self.dist.is_main:
+            for line in report.header_lines(self):
+                log.info("%s", line)
+        # SIGTERM / first Ctrl-C: finish the step, checkpoint, return "preempted" (engine/signals.py)
+        self.stop_signals = StopSignals(self._on_stop_signal).__enter__()
         try:
             self.status = "running"
-            while (cfg.max_seconds is not None or self.epoch < cfg.epochs) and not self._sync_stop():
+            # (a fresh run always trains: a budget spent by the setup still gets one step)
+            while ((cfg.max_seconds is not None or self.epoch < cfg.epochs)
+                   and not (self._sync_stop() and self.step > 0)):
+                epoch_started = time.perf_counter()
                 train_losses = self.train_one_epoch()
                 du.broadcast_buffers(self.model)
                 if self._stop_signal:  # preempted: save where we are, validate after the restart
                     self.save()
                     self.status = "preempted"
+                    self._write_metrics()
                     return self.metrics
                 self.epoch += 1
                 self.batch_in_epoch = 0
-                self.logger.scalars("train_epoch", train_losses, self.epoch)
+                if "loss" in train_losses:  # not an epoch whose batches all ran before a restart
+                    self.logger.scalars("train_epoch", train_losses, self.epoch)
                 last_epoch = cfg.max_seconds is None and self.epoch >= cfg.epochs
-                improved = False
+                improved, validated = False, None
                 if self.epoch % cfg.val_every == 0 or last_epoch or self._time_up():
-                    self.metrics = self.validate()
+                    self.metrics = validated = self.validate()
                     self.logger.scalars("val", self.metrics, self.epoch)
                     value = self.metrics[self.task.primary_metric]
                     improved = value > self.best_metric
                     if improved:
                         self.best_metric, self.best_epoch, self.epochs_without_gain = value, self.epoch, 0
+                        self.best_per_class = getattr(self, "last_per_class", [])
                     else:
                         self.epochs_without_gain += 1
-                    log.info("epoch %d: loss %.4g, %s %.4f (best %.4f at epoch %d), %.0f img/s",
-                             self.epoch, train_losses.get("loss", float("nan")), self.task.primary_metric,
-                             value, self.best_metric, self.best_epoch, train_losses["img_per_s"])
-                else:
-                    log.info("epoch %d: loss %.4g, %.0f img/s", self.epoch,
-                             train_losses.get("loss", float("nan")), train_losses["img_per_s"])
+                log.info("%s", report.epoch_line(self.epoch, train_losses, validated, self.task.primary_metric,
+                                                 self.best_metric, self.best_epoch))
+                self.train_seconds = self._seconds_before + time.perf_counter() - self._fit_started
+                self.results.add(report.epoch_row(self, train_losses, validated,
+                                                  time.perf_counter() - epoch_started))
                 self.save(best=improved)
                 self.logger.flush()
                 if cfg.early_stop_patience and self.epochs_without_gain >= cfg.early_stop_patience:
@@ -415,18 +466,22 @@ class Trainer:
                 if self._stop_signal:
                     self.save()
                     self.status = "preempted"
+                    self._write_metrics()
                     return self.metrics
                 self.status = "time_budget" if self._time_up() else "completed"
             self._write_metrics()
             return self.metrics
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            self.stop_signals.__exit__(None, None, None)
+            # the workers ignore SIGTERM/SIGINT: stop them here, not at interpreter exit
+            shutdown_loader_workers(getattr(self, "train_loader", None), getattr(self, "val_loader", None))
             self.logger.close()
 
     def _write_metrics(self) -> None:
         if not self.dist.is_main:
             return
+        self.results.finish()
+        self.train_seconds = self._seconds_before + time.perf_counter() - self._fit_started  # the whole run
         summary = {"status": self.status, "epochs": self.epoch, "steps": self.step,
                    "train_seconds": round(self.train_seconds, 3), "skipped_steps": self.skipped_steps,
                    "primary_metric": self.task.primary_metric, "best": self.best_metric,
@@ -434,9 +489,3 @@ class Trainer:
         tmp = self.run_dir / ".metrics.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
         os.replace(tmp, self.run_dir / "metrics.json")
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

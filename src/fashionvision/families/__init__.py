@@ -43,6 +43,14 @@ def build_task(model_cfg: dict, data: ConvertedDataset, augment_cfg: dict | None
     return family(model_cfg.get("name"))(model_cfg, data, augment_cfg, anchors_cfg)
 
 
+def task_for_config(cfg: dict) -> Task:
+    """The task of a composed ``fashion-train`` config (its model, dataset, augment and anchors groups)."""
+    from fashionvision.data.converted import ConvertedDataset
+
+    return build_task(cfg["model"], ConvertedDataset.open(cfg["dataset"]["path"]), cfg.get("augment"),
+                      cfg.get("anchors"))
+
+
 def build_model(model_cfg: dict, num_classes: int) -> nn.Module:
     """A fresh network of ``model_cfg["name"]`` for ``num_classes`` classes (no dataset needed)."""
     return family(model_cfg.get("name")).new_model(model_cfg, num_classes)

@@ -185,6 +185,17 @@ def _export_to(predictor: Predictor, output: Path, opset: int, atol: float, chec
     return report
 
 
+def export_sentence(report: dict) -> str:
+    """One sentence on an export: the file, its size, and the parity check's result."""
+    size = report["bytes"] / 1e6
+    text = f"exported {report['file']} ({size:.1f} MB, opset {report['opset']}, {report['task']})"
+    diffs = [v for k, v in report.items() if k.startswith("max_abs_diff_")]
+    if not diffs:
+        return text + "; not checked against PyTorch (check=false)"
+    return (text + f"; onnxruntime matches PyTorch: max |diff| {max(diffs):.2g} <= atol {report['atol']:g} "
+            f"at batch 1, batch 2 and another input size")
+
+
 def check_parity(model: nn.Module, onnx_path: str | Path, x: torch.Tensor, atol: float = DEFAULT_ATOL) -> dict:
     """Max |PyTorch - onnxruntime| of the raw outputs at batch 1, batch 2 and another input height.
 

@@ -1,8 +1,9 @@
 """``fashion-predict``'s work: images, folders, globs and videos in; pictures and JSON out.
 
 For every input image it writes an annotated picture (boxes with class and score, or a
-coloured mask with a legend) and a JSON file: the detector's items are ``class``, ``score``
-and ``box``; the segmenter's are per-class pixel areas, mean probabilities and simplified
+coloured mask with a legend) and a JSON file; a video gives one annotated video
+(``<input name>.mp4``, OpenCV's mp4v codec, at the source frame rate divided by ``video_stride``)
+and a JSON per predicted frame. The detector's items are ``class``, ``score`` and ``box``; the segmenter's are per-class pixel areas, mean probabilities and simplified
 polygons (``cv2.findContours`` + ``cv2.approxPolyDP``). Unreadable files are reported with
 their reason and skipped; the run goes on and ends with a count of both.
 
@@ -73,7 +74,7 @@ def segmentation_items(prediction: dict, class_names: list[str], background: int
                        polygons: bool = True) -> list[dict]:
     """The segmenter's classes present (background excluded), largest area first."""
     mask = np.asarray(prediction["mask"])
-    probs = prediction.get("probs")
+    confidence = prediction.get("confidence")  # [h, w]: the probability of each pixel's class
     total = float(mask.size)
     counts = np.bincount(mask.ravel().astype(np.int64), minlength=len(class_names))
     items = []
@@ -87,7 +88,7 @@ def segmentation_items(prediction: dict, class_names: list[str], background: int
             "class_id": cls,
             "pixels": int(counts[cls]),
             "fraction": round(counts[cls] / total, 5),
-            "score": round(float(np.asarray(probs)[cls][binary].mean()), 4) if probs is not None else None,
+            "score": round(float(np.asarray(confidence)[binary].mean()), 4) if confidence is not None else None,
         }
         if polygons:
             item["polygons"] = mask_polygons(binary)
@@ -115,6 +116,8 @@ class Frame:
     source: str
     image: np.ndarray | None = None
     error: str | None = None
+    video: Path | None = None  # the video file a frame comes from
+    fps: float = 0.0  # the frame rate of the predicted frames (source rate / stride)
 
 
 def _is_glob(text: str) -> bool:
@@ -140,6 +143,30 @@ def list_sources(source: str) -> tuple[list[Path], Path | None]:
     raise UserError(f"source '{source}' does not exist (give an image, a folder, a glob or a video)")
 
 
+def check_output_folder(output: Path, files: list[Path], root: Path | None) -> None:
+    """Refuse an output folder that is a source folder or lies inside one (issue 10, item 1).
+
+    Annotated copies are named after their photo (``<stem>.jpg``): written into the photo's
+    own folder they would replace the user's originals, and inside a source folder they would
+    be read back as inputs by the next run. A folder source refuses itself and everything
+    below it; a single file or a glob refuses the folder of each file it names (a subfolder
+    such as ``photos/pred`` stays allowed there).
+    """
+    out = output.resolve()
+    folders = {root.resolve()} if root is not None else {f.resolve().parent for f in files}
+    for folder in sorted(folders):
+        if out == folder or (root is not None and folder in out.parents):
+            where = "is" if out == folder else "lies inside"
+            raise UserError(f"output '{output}' {where} the source folder '{folder}': predictions would "
+                            f"overwrite or mix with the photos; choose an output folder outside it")
+
+
+def _refuse_source_target(target: Path, sources: set[Path]) -> None:
+    """Last line of defence: never open a source file for writing, whatever the naming does."""
+    if target.resolve() in sources:
+        raise UserError(f"refusing to write '{target}': it is one of the source files")
+
+
 def iter_frames(files: list[Path], root: Path | None, video_stride: int = 1) -> Iterator[Frame]:
     """Read images and video frames lazily; unreadable ones come back with an ``error``."""
     for file in files:
@@ -160,6 +187,8 @@ def _video_frames(file: Path, stem: str, stride: int) -> Iterator[Frame]:
         yield Frame(stem, str(file), error="not a readable video (OpenCV could not open it)")
         return
     index = 0
+    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    fps = fps / stride if fps > 0 else 25.0 / stride
     try:
         while True:
             ok, frame = capture.read()
@@ -169,7 +198,7 @@ def _video_frames(file: Path, stem: str, stride: int) -> Iterator[Frame]:
                 break
             if index % stride == 0:
                 rgb = np.ascontiguousarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-                yield Frame(f"{stem}_f{index:06d}", f"{file}#frame={index}", image=rgb)
+                yield Frame(f"{stem}_f{index:06d}", f"{file}#frame={index}", image=rgb, video=Path(stem), fps=fps)
             index += 1
     finally:
         capture.release()
@@ -197,28 +226,129 @@ class PredictSummary:
     ok: int = 0
     skipped: list[dict] = field(default_factory=list)
     items: int = 0
+    videos: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         lines = [f"predicted {self.ok} image(s), skipped {len(self.skipped)}, {self.items} item(s) found; "
                  f"results in {self.output}"]
+        lines += [f"  annotated video {v}" for v in self.videos]
         lines += [f"  skipped {s['path']}: {s['reason']}" for s in self.skipped]
         return "\n".join(lines)
 
 
+class VideoOut:
+    """The annotated video of one source video, written beside the JSON files.
+
+    Written under a temporary name and renamed when complete, so an interrupted run never
+    leaves a truncated file under the final name. Frames are drawn pictures (RGB); one whose
+    size differs from the first (a legend of another width) is resized to it.
+    """
+
+    FOURCC = "mp4v"
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps = path, fps
+        self.tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+        self.writer: cv2.VideoWriter | None = None
+        self.size: tuple[int, int] | None = None
+        self.frames = 0
+
+    def write(self, picture: np.ndarray) -> None:
+        h, w = picture.shape[:2]
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.size = (w - w % 2, h - h % 2)  # codecs want even sizes
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.FOURCC), self.fps, self.size)
+            if not self.writer.isOpened():
+                raise UserError(f"OpenCV cannot write an {self.FOURCC} video to '{self.tmp}'")
+        if (w, h) != self.size:
+            picture = cv2.resize(picture, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(cv2.cvtColor(np.ascontiguousarray(picture), cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> Path | None:
+        if self.writer is None:
+            return None
+        self.writer.release()
+        self.writer = None
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+        self.tmp.unlink(missing_ok=True)
+
+
+class VideoSink:
+    """One :class:`VideoOut` per source video: opened at its first frame, closed when another file starts."""
+
+    def __init__(self, output: Path):
+        self.output = output
+        self.current: VideoOut | None = None
+        self.written: list[str] = []
+
+    def add(self, frame: Frame, picture: np.ndarray) -> None:
+        path = self.output / f"{frame.video}.mp4"
+        if self.current is None or self.current.path != path:
+            self.finish()
+            self.current = VideoOut(path, frame.fps)
+        self.current.write(picture)
+
+    def finish(self) -> None:
+        if self.current is not None:
+            done = self.current.close()
+            if done is not None:
+                self.written.append(str(done))
+            self.current = None
+
+    def abort(self) -> None:
+        if self.current is not None:
+            self.current.discard()
+            self.current = None
+
+
 def predict_source(predictor: Predictor, source: str, output: str | Path, conf: float | None = None,
                    iou: float | None = None, video_stride: int = 1, progress: bool = True,
-                   save_images: bool = True) -> PredictSummary:
-    """Predict every image/frame of ``source``; write ``<name>.jpg`` and ``<name>.json`` to ``output``."""
-    from tqdm import tqdm
+                   save_images: bool = True, save_frames: bool = False) -> PredictSummary:
+    """Predict every image/frame of ``source``; write ``<name>.jpg`` and ``<name>.json`` to ``output``.
+
+    A video gives ``<video name>.mp4`` (annotated) and one JSON per predicted frame; its frames
+    are also written as JPEGs only with ``save_frames``.
+    """
+    from fashionvision.progress import progress as _progress
 
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     files, root = list_sources(source)
+    check_output_folder(output, files, root)
+    sources = {f.resolve() for f in files}
+    output.mkdir(parents=True, exist_ok=True)
     total = count_work(files, video_stride)
     summary = PredictSummary(str(output))
-    bar = tqdm(iter_frames(files, root, video_stride), total=total, desc="predict", unit="img",
-               disable=not progress or total <= 1)
-    for frame in bar:
+    bar = _progress(iter_frames(files, root, video_stride), total=total, desc="predict", unit="img",
+                    enabled=progress and total > 1)
+    videos = VideoSink(output)
+    try:
+        _predict_frames(predictor, bar, output, summary, conf, iou, save_images, save_frames, videos, sources)
+        videos.finish()
+    except BaseException:
+        videos.abort()  # no truncated video under its final name
+        raise
+    summary.videos = videos.written
+    _refuse_source_target(output / "summary.json", sources)
+    atomic_write_text(output / "summary.json", json.dumps(
+        {"ok": summary.ok, "skipped": summary.skipped, "items": summary.items, "source": source,
+         "model": predictor.source, "videos": summary.videos}, indent=1) + "\n")
+    return summary
+
+
+def _predict_frames(predictor: Predictor, frames: Iterator[Frame], output: Path, summary: PredictSummary,
+                    conf: float | None, iou: float | None, save_images: bool, save_frames: bool,
+                    videos: VideoSink, sources: set[Path]) -> None:
+    for frame in frames:
+        if frame.video is None:
+            videos.finish()  # a video before this file has ended
         if frame.error is not None:
             log.warning("skipped %s: %s", frame.source, frame.error)
             summary.skipped.append({"path": frame.source, "reason": frame.error})
@@ -234,12 +364,15 @@ def predict_source(predictor: Predictor, source: str, output: str | Path, conf: 
         }
         target = output / frame.name
         target.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in (".json", ".jpg") if save_images else (".json",):
+            _refuse_source_target(Path(f"{target}{suffix}"), sources)
         atomic_write_text(Path(f"{target}.json"), json.dumps(record, indent=1) + "\n")
         if save_images:
-            write_image(Path(f"{target}.jpg"), draw(predictor, frame.image, prediction))
+            picture = draw(predictor, frame.image, prediction)
+            if frame.video is not None:
+                _refuse_source_target(output / f"{frame.video}.mp4", sources)
+                videos.add(frame, picture)
+            if frame.video is None or save_frames:
+                write_image(Path(f"{target}.jpg"), picture)
         summary.ok += 1
         summary.items += len(items)
-    atomic_write_text(output / "summary.json", json.dumps(
-        {"ok": summary.ok, "skipped": summary.skipped, "items": summary.items, "source": source,
-         "model": predictor.source}, indent=1) + "\n")
-    return summary

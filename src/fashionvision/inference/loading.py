@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from fashionvision.engine.checkpoint import load_checkpoint, model_state, resolve_checkpoint
+from fashionvision.engine.checkpoint_guard import check_model_config, check_state_fits
 from fashionvision.errors import UserError
 from fashionvision.families import rebuild_task
 from fashionvision.tasks.base import Task
@@ -30,11 +31,17 @@ def load_for_inference(ckpt_or_run_dir: str | os.PathLike, device: str | torch.d
     path = resolve_checkpoint(ckpt_or_run_dir)
     ckpt = load_checkpoint(path)
     config = ckpt.get("config") or {}
-    task = rebuild_task(config.get("model") or {}, ckpt.get("task") or {}, config, dataset_path,
-                        source=f"checkpoint '{path}'")
+    described = ckpt.get("task") or {}
+    model_cfg = {**(config.get("model") or {})}
+    model_cfg.setdefault("name", described.get("model"))
+    # a stranger's file: bound its settings before anything is allocated
+    check_model_config(model_cfg, described.get("classes"), f"checkpoint '{path}'")
+    task = rebuild_task(model_cfg, described, config, dataset_path, source=f"checkpoint '{path}'")
+    weights = model_state(ckpt)
+    check_state_fits(task.build_model, weights, f"checkpoint '{path}'")  # shapes on the meta device first
     model = task.build_model()
     try:
-        model.load_state_dict(model_state(ckpt))
+        model.load_state_dict(weights)
     except RuntimeError as exc:
         raise UserError(f"checkpoint '{path}' does not fit the model it describes: {exc}") from exc
     model.to(torch.device(device)).eval()

@@ -74,6 +74,8 @@ class Task(ABC):
         self.anchors_cfg = dict(anchors_cfg or {})
         #: set by the engine when colour jitter runs on the GPU (gpu_augment) instead of in the loader
         self.gpu_color = False
+        #: seeds the per-item augmentation; the engine sets it from ``trainer.seed``
+        self.seed = int(self.model_cfg.get("seed", 0))
 
     @property
     def class_names(self) -> list[str]:
@@ -136,7 +138,8 @@ class Task(ABC):
         """Predictions for a batch of uint8 images, mapped back to original image coordinates.
 
         Detection returns ``{"boxes": [N,4] float, "scores": [N], "labels": [N]}`` per image;
-        segmentation returns ``{"mask": [h, w] int64, "probs": optional [C, h, w]}``.
+        segmentation returns ``{"mask": [h, w] int64, "confidence": optional [h, w]}`` (the
+        probability of each pixel's class).
         """
 
     def gpu_augment(self, batch: dict) -> dict:

@@ -42,11 +42,14 @@ class DetectionConfig:
     image_size: int = DEFAULT_IMAGE_SIZE  # letterbox size, a multiple of 32
     weights: str | None = None
     seed: int = 0
-    conf: float = 0.6         # drawn outputs
-    iou: float = 0.3
+    conf: float = 0.25        # drawn outputs (one default for the task, fashion-predict and the app)
+    iou: float = 0.45
     eval_conf: float = 0.001  # mAP needs every detection
     eval_iou: float = 0.6
     max_det: int = 300
+    rect_train: bool = False  # rectangular inputs (long side image_size, short side padded to 32 only)
+    rect_eval: bool = True
+    cpu_profile: str | None = None  # the experiment fashion-train picks on a machine without CUDA
 
     def check(self) -> None:
         check_image_size("model.image_size", self.image_size)
@@ -80,9 +83,12 @@ class DetectionTask(Task):
                       cache: bool = False) -> Dataset:
         from fashionvision.data.dataset import FashionDataset
 
+        # rectangular inputs (long side = image_size, short side rounded up to 32): a 2:3
+        # portrait then costs about a third less than its letterboxed square
+        rect = self.cfg.rect_train if train else self.cfg.rect_eval
         return FashionDataset(self.data, split, self.image_size, train, self.augment_cfg,
                               task=self.name, limit=limit, cache=cache,
-                              seed=self.cfg.seed,
+                              seed=self.seed, rect=rect,
                               color_on_cpu=not (train and self.gpu_color))
 
     def collate(self, items: list[dict]) -> dict:

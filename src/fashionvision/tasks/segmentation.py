@@ -11,7 +11,7 @@ models and the app feed the same input.
 
 Evaluation is honest about resolution: the logits of each image are cropped to the real
 image inside the letterbox, resized (bilinear) to the image's ORIGINAL size and only then
-turned into classes, and they are compared with the original mask read from disk, never
+turned into classes (band by band, so memory stays bounded on huge photos), and they are compared with the original mask read from disk, never
 with the downscaled training mask. Everything accumulates in one confusion matrix on the
 model's device (:mod:`fashionvision.metrics.segmentation`).
 """
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 def logits_to_original(logits: torch.Tensor, meta: dict) -> torch.Tensor:
     """Float32 logits ``[C, h, w]`` at the original image size from letterboxed ``[C, H, W]``.
 
-    Crops the padding (``meta["pad"]`` = (left, top), ``meta["scale"]``) and resizes
+    Memory grows as ``C x h x w``: for predictions use :func:`~fashionvision.tasks.seg_upsample.
+    labels_at_original`, which gives the same classes band by band. Crops the padding (``meta["pad"]`` = (left, top), ``meta["scale"]``) and resizes
     bilinearly to ``meta["orig_size"]`` = (h, w).
     """
     h, w = (int(v) for v in meta["orig_size"])
@@ -68,6 +69,7 @@ class SegmentationConfig:
     weights: str | None = None
     seed: int = 0
     ignore_index: int = 255
+    cpu_profile: str | None = None  # the experiment fashion-train picks on a machine without CUDA
 
     def check(self) -> None:
         check_image_size("model.image_size", self.image_size)
@@ -117,7 +119,7 @@ class SegmentationTask(Task):
                             "folder; convert it again")
         return FashionDataset(self.data, split, self.image_size, train, self.augment_cfg,
                               task=self.name, limit=limit, cache=cache,
-                              seed=self.cfg.seed, ignore_index=self.ignore_index,
+                              seed=self.seed, ignore_index=self.ignore_index,
                               color_on_cpu=not (train and self.gpu_color))
 
     def collate(self, items: list[dict]) -> dict:
@@ -140,11 +142,17 @@ class SegmentationTask(Task):
     def predict(self, model: nn.Module, images: torch.Tensor, metas: list[dict],
                 conf: float | None = None, iou: float | None = None,
                 return_probs: bool = True) -> list[dict]:
-        """Per image ``{"mask": int64 [h, w], "probs": float32 [C, h, w]}`` at original size.
+        """Per image ``{"mask": int64 [h, w], "confidence": float32 [h, w]}`` at original size.
 
-        ``conf`` and ``iou`` are detection settings and are ignored. Results stay on the
-        images' device; ``return_probs=False`` saves the (large) probability maps.
+        ``confidence`` is the probability of the chosen class at each pixel (a class's score is
+        its mean over the class's pixels); ``return_probs=False`` leaves it out. The logits are
+        resized bilinearly in bands of rows (:func:`~fashionvision.tasks.seg_upsample.
+        labels_at_original`), never all classes at full size at once, so a 6000 x 6000 photo
+        needs ~12 bytes per pixel here instead of 4 x C. ``conf`` and ``iou`` are detection
+        settings and are ignored. Results stay on the images' device.
         """
+        from fashionvision.tasks.seg_upsample import labels_at_original
+
         device = next(unwrap(model).parameters()).device
         # bf16 forward on GPUs that have it (as in training); cropping, resizing and softmax
         # run in float32 in logits_to_original
@@ -153,10 +161,10 @@ class SegmentationTask(Task):
             logits = model(self._input(images.to(device)))
         results = []
         for i, meta in enumerate(metas):
-            full = logits_to_original(logits[i], meta)
-            result = {"mask": full.argmax(0)}
+            labels, confidence = labels_at_original(logits[i], meta, confidence=return_probs)
+            result = {"mask": labels}
             if return_probs:
-                result["probs"] = full.softmax(0)
+                result["confidence"] = confidence
             results.append(result)
         return results
 
@@ -230,7 +238,8 @@ class SegmentationTask(Task):
             metrics = write_report(confusion.matrix.cpu().numpy(), self.class_names, output_dir, extra)
         else:
             metrics = {**confusion.compute(self.class_names), **extra}
-        return {**scalar_metrics(metrics), **extra}
+        # per_class: the table the trainer prints for the best checkpoint at the end of a run
+        return {**scalar_metrics(metrics), **extra, "per_class": metrics["per_class"]}
 
     def _save_mask(self, mask: torch.Tensor, meta: dict, folder: Path) -> Path:
         """A palette PNG whose pixel values are class indices (viewable and machine-readable)."""

@@ -28,6 +28,8 @@ class YOLOv3Config(DetectionConfig):
     iou_aware_obj: float = 0.0
     label_smoothing: float = 0.0
     xy_scale: float = 1.0
+    neighbor_cells: bool = False  # YOLOv5: also the 2 neighbouring cells nearest the box centre
+    loss_reduction: str = "global"  # scale: mean per scale, then summed (YOLOv5); global: one division
 
     def check(self) -> None:
         super().check()
@@ -37,6 +39,8 @@ class YOLOv3Config(DetectionConfig):
             raise UserError(f"model.box_loss={self.box_loss} is not supported; use ciou")
         for key in ("ignore_iou", "multi_anchor_iou", "iou_aware_obj", "label_smoothing"):
             check_probability(f"model.{key}", getattr(self, key))
+        if self.loss_reduction not in ("global", "scale"):
+            raise UserError(f"model.loss_reduction={self.loss_reduction} is not one of: global, scale")
         require(self.xy_scale >= 1.0, "model.xy_scale", self.xy_scale, ">= 1")
 
 

@@ -4,7 +4,13 @@ Target assignment (:func:`assign_targets`): every ground-truth box goes to the a
 all nine, whose shape best matches it (IoU of the two boxes placed at a common centre), at
 the cell of that anchor's scale containing the box centre. With ``multi_anchor_iou`` set,
 every other anchor whose shape IoU exceeds it is also made responsible (more positives per
-box, which helps short from-scratch runs); ``None`` is the published one-anchor rule.
+box, which helps short from-scratch runs); ``None`` is the published one-anchor rule. With
+``neighbor_cells`` (YOLOv5) each such anchor is also made responsible in the two neighbouring
+cells nearest to the box centre (left or right, above or below): about three times the
+positives. Their predictions can only reach the centre when the centre decode spans more
+than one cell, so use it with ``xy_scale: 2.0`` (YOLOv5's ``2 * sigmoid - 0.5``).
+Degenerate ground truths (zero or negative width or height, non-finite coordinates) are
+dropped before assignment: their CIoU is NaN and would poison the objectness targets.
 
 Terms (each multiplied by ``loss_weights``):
 
@@ -20,6 +26,12 @@ Terms (each multiplied by ``loss_weights``):
   scale's mean is weighted by ``balance`` (4, 1, 0.4 for strides 8, 16, 32 as in YOLOv5:
   the fine scale has 16x the cells and would otherwise be under-weighted per object).
 * **cls**: binary cross-entropy (one independent sigmoid per class, as in YOLOv3) on positives.
+
+``reduction="scale"`` averages the box and class terms per scale and adds the three means (as
+YOLOv5 does); ``"global"`` divides the sums over all scales once by the number of positives,
+which makes the box and class terms about three times weaker next to objectness. The
+returned dict also holds ``raw_box``, ``raw_obj`` and ``raw_cls``, the unweighted terms (the
+engine logs ``raw_*`` keys without adding them to the optimised total).
 
 All of it runs in float32 with autocast disabled, so mixed-precision training stays stable.
 Everything is vectorised over targets; the only Python loop is over the three scales.
@@ -53,15 +65,23 @@ def batched_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / (area_a[:, :, None] + area_b[:, None, :] - inter + 1e-9)
 
 
+def valid_targets(targets: torch.Tensor) -> torch.Tensor:
+    """The rows of ``targets [M, 6]`` whose box has a finite, positive width and height."""
+    wh = targets[:, 4:6] - targets[:, 2:4]
+    return targets[torch.isfinite(targets).all(1) & (wh > 0).all(1)]
+
+
 def assign_targets(targets: torch.Tensor, anchors: torch.Tensor, strides: Sequence[int],
-                   shapes: Sequence[tuple[int, int]], multi_anchor_iou: float | None = None
-                   ) -> list[dict[str, torch.Tensor]]:
+                   shapes: Sequence[tuple[int, int]], multi_anchor_iou: float | None = None,
+                   neighbor_cells: bool = False) -> list[dict[str, torch.Tensor]]:
     """Which prediction is responsible for which ground truth.
 
     Args:
         targets: ``[M, 6]`` rows ``(batch_index, cls, x1, y1, x2, y2)`` in input pixels.
         anchors: ``[S, A, 2]`` anchors (pixels) per scale, scales in ``strides`` order.
         shapes: ``(H, W)`` of each scale's output map.
+        multi_anchor_iou: also every anchor whose shape IoU with the box exceeds this.
+        neighbor_cells: also the nearest horizontal and vertical neighbour cells (YOLOv5).
 
     Returns per scale a dict of equally long tensors: ``b, a, gy, gx`` (indices into the
     scale's ``[B, A, H, W]`` predictions), ``box`` (xyxy target) and ``cls``.
@@ -78,9 +98,19 @@ def assign_targets(targets: torch.Tensor, anchors: torch.Tensor, strides: Sequen
     for s, (stride, (h, w)) in enumerate(zip(strides, shapes)):
         sel = (anchor_idx // num_anchors) == s
         ti, c = t_idx[sel], centre[sel]
-        gx = (c[:, 0] / stride).long().clamp(0, w - 1)
-        gy = (c[:, 1] / stride).long().clamp(0, h - 1)
-        result.append({"b": targets[ti, 0].long(), "a": anchor_idx[sel] % num_anchors,
+        ai = anchor_idx[sel] % num_anchors
+        fx, fy = c[:, 0] / stride, c[:, 1] / stride
+        gx = fx.long().clamp(0, w - 1)
+        gy = fy.long().clamp(0, h - 1)
+        if neighbor_cells and len(ti):
+            # the neighbour on the side of the centre within its cell (x: left/right, y: up/down)
+            nx = torch.where(fx - gx < 0.5, gx - 1, gx + 1)
+            ny = torch.where(fy - gy < 0.5, gy - 1, gy + 1)
+            okx, oky = (nx >= 0) & (nx < w), (ny >= 0) & (ny < h)
+            ti = torch.cat([ti, ti[okx], ti[oky]])
+            ai = torch.cat([ai, ai[okx], ai[oky]])
+            gx, gy = torch.cat([gx, nx[okx], gx[oky]]), torch.cat([gy, gy[okx], ny[oky]])
+        result.append({"b": targets[ti, 0].long(), "a": ai,
                        "gy": gy, "gx": gx, "box": targets[ti, 2:6], "cls": targets[ti, 1].long()})
     return result
 
@@ -96,12 +126,15 @@ class YOLOLoss(nn.Module):
         multi_anchor_iou: extra positives for anchors with shape IoU above this (None = off).
         iou_aware_obj: 0 = objectness target 1; r in (0, 1] mixes in the box's IoU.
         balance: objectness weight per scale (stride order).
+        neighbor_cells: YOLOv5 neighbour-cell positives (use with ``xy_scale=2``).
+        reduction: "scale" (mean per scale, then summed) or "global" (one division).
     """
 
     def __init__(self, num_classes: int, ignore_iou: float = 0.5,
                  loss_weights: dict | None = None, xy_scale: float = 1.0,
                  multi_anchor_iou: float | None = None, iou_aware_obj: float = 0.0,
-                 balance: Sequence[float] = (4.0, 1.0, 0.4), label_smoothing: float = 0.0):
+                 balance: Sequence[float] = (4.0, 1.0, 0.4), label_smoothing: float = 0.0,
+                 neighbor_cells: bool = False, reduction: str = "global"):
         super().__init__()
         self.num_classes = num_classes
         self.ignore_iou = ignore_iou
@@ -111,6 +144,10 @@ class YOLOLoss(nn.Module):
         self.iou_aware_obj = iou_aware_obj
         self.balance = tuple(balance)
         self.label_smoothing = label_smoothing
+        self.neighbor_cells = bool(neighbor_cells)
+        if reduction not in ("scale", "global"):
+            raise ValueError(f"YOLO loss reduction must be 'scale' or 'global', not {reduction!r}")
+        self.reduction = reduction
 
     def forward(self, outputs: list[torch.Tensor], targets: torch.Tensor, anchors: torch.Tensor,
                 strides: Sequence[int]) -> dict[str, torch.Tensor]:
@@ -123,7 +160,9 @@ class YOLOLoss(nn.Module):
         batch = outputs[0].shape[0]
         preds = [split_output(p, anchors.shape[1]) for p in outputs]  # [B, A, H, W, 5+C]
         shapes = [p.shape[2:4] for p in preds]
-        assigned = assign_targets(targets, anchors, strides, shapes, self.multi_anchor_iou)
+        targets = valid_targets(targets)
+        assigned = assign_targets(targets, anchors, strides, shapes, self.multi_anchor_iou,
+                                  self.neighbor_cells)
         # ground truths per image, padded, for the ignore rule
         counts = torch.bincount(targets[:, 0].long(), minlength=batch) if len(targets) else \
             torch.zeros(batch, dtype=torch.long, device=targets.device)
@@ -157,19 +196,20 @@ class YOLOLoss(nn.Module):
                 pbox = xywh_to_xyxy(decode_xywh(ps[:, :4], grid[gy, gx], anchors[s][ai], stride,
                                                 self.xy_scale))
                 ciou_loss = complete_box_iou_loss(pbox, asg["box"], reduction="none")
-                box_loss = box_loss + ciou_loss.sum()
+                scale_div = len(b) if self.reduction == "scale" else 1
+                box_loss = box_loss + ciou_loss.sum() / scale_div
                 n_pos += len(b)
                 r = self.iou_aware_obj
-                iou = (1.0 - ciou_loss.detach()).clamp(min=0)
+                iou = torch.nan_to_num(1.0 - ciou_loss.detach(), nan=0.0).clamp(min=0)
                 tobj[b, ai, gy, gx] = (1.0 - r) + r * iou
                 ignore[b, ai, gy, gx] = False
                 tcls = torch.full_like(ps[:, 5:], smooth / 2)
                 tcls[torch.arange(len(b), device=p.device), asg["cls"]] = 1.0 - smooth / 2
                 cls_loss = cls_loss + F.binary_cross_entropy_with_logits(
-                    ps[:, 5:], tcls, reduction="sum") / self.num_classes
+                    ps[:, 5:], tcls, reduction="sum") / self.num_classes / scale_div
             bce = F.binary_cross_entropy_with_logits(p[..., 4], tobj, reduction="none")
             obj_loss = obj_loss + self.balance[s] * (bce * (~ignore)).mean()
-        denom = max(n_pos, 1)
-        return {"box": self.weights["box"] * box_loss / denom,
-                "obj": self.weights["obj"] * obj_loss,
-                "cls": self.weights["cls"] * cls_loss / denom}
+        denom = max(n_pos, 1) if self.reduction == "global" else 1
+        raw = {"box": box_loss / denom, "obj": obj_loss, "cls": cls_loss / denom}
+        return {**{k: self.weights[k] * v for k, v in raw.items()},
+                **{f"raw_{k}": v.detach() for k, v in raw.items()}}

@@ -98,7 +98,8 @@ class YOLOv3Task(DetectionTask):
             self._criterion = YOLOLoss(
                 len(self.class_names), ignore_iou=c.ignore_iou, loss_weights=c.loss_weights,
                 xy_scale=c.xy_scale, multi_anchor_iou=c.multi_anchor_iou,
-                iou_aware_obj=c.iou_aware_obj, label_smoothing=c.label_smoothing)
+                iou_aware_obj=c.iou_aware_obj, label_smoothing=c.label_smoothing,
+                neighbor_cells=c.neighbor_cells, reduction=c.loss_reduction)
         return self._criterion
 
     def loss(self, outputs: Any, targets: Any, model: nn.Module) -> dict[str, torch.Tensor]:

@@ -1,0 +1,56 @@
+"""scripts/benchmark_peers.py end to end on CPU at a tiny budget (issue 9)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_benchmark_peers_runs_end_to_end_with_peers_skipped(tiny_ccp: Path, tmp_path: Path):
+    out = tmp_path / "peers.json"
+    env = {**os.environ, "FASHION_PEERS_DISABLE": "ultralytics", "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "benchmark_peers.py"), "--family", "det", "--dataset", str(tiny_ccp),
+         "--split", "test", "--budget-det", "4s", "--image-size", "64", "--threads", "1", "--side-by-side",
+         "--device", "cpu", "--quick", "--out", str(out), "--work", str(tmp_path / "work")],
+        env=env, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["threads"] == 1 and report["side_by_side"] and report["budgets_s"] == {"det": 4.0}
+    assert report["machine"]["torch"] and report["date"]
+    ours, peer = report["results"]
+    assert ours["family"] == "detection" and ours["skipped"] is None
+    assert ours["steps"] >= 1 and ours["epochs"] >= 1 and ours["img_per_s"] > 0
+    assert 0.0 <= ours["map50"] <= 1.0 and 0.0 <= ours["map50_95"] <= ours["map50"] + 1e-9
+    assert "fashionvision.cli.train" in ours["command"] and "experiment=yolo_cpu_12m" in ours["command"]
+    assert peer["name"] == "ultralytics YOLOv8n" and "FASHION_PEERS_DISABLE" in peer["skipped"]
+    assert "skipped: ultralytics disabled" in proc.stdout
+    assert "| detection | ultralytics YOLOv8n |" in report["markdown"]
+
+
+def test_missing_segmentation_module_is_reported_as_skipped(monkeypatch):
+    sys.path.insert(0, str(REPO / "scripts"))
+    import benchmark_peers
+
+    monkeypatch.setattr(benchmark_peers, "REPO", Path("/nonexistent"))
+    func, reason = benchmark_peers.load_family("seg")
+    assert func is None and "segmentation.py is not there" in reason
+
+
+def test_ultralytics_absence_is_detected(monkeypatch):
+    sys.path.insert(0, str(REPO / "scripts"))
+    from peers import detection
+
+    monkeypatch.setenv("FASHION_PEERS_DISABLE", "ultralytics")
+    assert "FASHION_PEERS_DISABLE" in detection.ultralytics_missing()
+    monkeypatch.delenv("FASHION_PEERS_DISABLE")
+    monkeypatch.setattr(detection.importlib.util, "find_spec", lambda name: None)
+    assert "pip install" in detection.ultralytics_missing()
