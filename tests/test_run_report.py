@@ -60,7 +60,8 @@ def test_results_csv_has_one_row_per_epoch_and_a_plot(toy_data: Path, tmp_path: 
 class _PreemptAtEpochEnd(Trainer):
     """SIGTERM arriving during the last batch of epoch 2 (as a cluster does)."""
 
-    def on_step_end(self, step: int, losses: dict) -> None:
+    def optimizer_step(self) -> None:
+        super().optimizer_step()
         if self.epoch == 1 and self.batch_in_epoch == self.batches_per_epoch:
             self._stop_signal = True
 

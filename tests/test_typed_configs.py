@@ -81,7 +81,7 @@ def test_typed_values_are_parsed_once_into_the_task(hand_converted_ccp) -> None:
     task = build_task({"name": "yolo", "width": 1, "image_size": 64, "conf": 0.25}, ConvertedDataset.open(hand_converted_ccp),
                       {"hflip": 0.5}, {"name": "coco"})
     assert isinstance(task.cfg, YOLOv3Config) and task.cfg.width == 1.0 and isinstance(task.cfg.width, float)
-    assert task.default_thresholds() == (0.25, 0.3) and task.role == "detector" and not task.rect_input
+    assert task.default_thresholds() == (0.25, 0.45) and task.role == "detector" and not task.rect_input
     assert task.augment.hflip == 0.5 and task.augment_cfg["mosaic"] == 0.0
 
 

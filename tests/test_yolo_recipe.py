@@ -104,7 +104,7 @@ def test_close_mosaic_turns_mosaic_off_for_the_last_fraction():
 
 def _task(folder: Path, augment: dict):
     from fashionvision.data.converted import ConvertedDataset
-    from fashionvision.tasks.detection import DetectionTask
+    from fashionvision.families.yolov3.task import YOLOv3Task as DetectionTask
 
     return DetectionTask({"name": "yolo", "image_size": 96, "width": 0.0625}, ConvertedDataset.open(folder),
                          augment, {"name": "coco"})
@@ -161,7 +161,7 @@ def test_evaluation_inputs_are_rectangular_and_map_back(tiny_ccp: Path):
     task = _task(tiny_ccp, {})
     item = task.build_dataset("val", train=False)[0]
     assert tuple(item["image"].shape[1:]) == (96, 64)  # CCP portraits: long side 96, short side padded to 32
-    task.model_cfg["rect_eval"] = False
+    task.cfg.rect_eval = False
     assert tuple(task.build_dataset("val", train=False)[0]["image"].shape[1:]) == (96, 96)
-    task.model_cfg["rect_train"] = True
+    task.cfg.rect_train = True
     assert tuple(task.build_dataset("train", train=True)[0]["image"].shape[1:]) == (96, 64)

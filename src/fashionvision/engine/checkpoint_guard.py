@@ -23,10 +23,9 @@ from torch import nn
 
 from fashionvision.errors import UserError
 
-#: (lowest, highest) a checkpoint may carry; the published models use width/depth 1.0 and 416 px
+#: (lowest, highest) a checkpoint of any family may carry; a family adds its own multipliers
+#: (``Task.checkpoint_bounds``: the project's models use width/depth 1.0 and 416 px)
 BOUNDS: dict[str, tuple[float, float]] = {
-    "width": (0.01, 2.0),
-    "depth": (0.01, 2.0),
     "image_size": (32, 2048),
     "max_det": (1, 10_000),
 }
@@ -42,13 +41,14 @@ def _number(name: str, value: Any, where: str) -> float:
     return float(value)
 
 
-def check_model_config(model_cfg: dict, classes: list | None, where: str) -> None:
+def check_model_config(model_cfg: dict, classes: list | None, where: str,
+                       family_bounds: dict[str, tuple[float, float]] | None = None) -> None:
     """Refuse model settings no run of this project produces (they would exhaust memory).
 
-    ``width`` and ``depth`` are the families' channel and depth multipliers; the shapes and the
-    parameter budget are checked afterwards by :func:`check_state_fits`.
+    ``family_bounds`` are the family's own (e.g. its ``width`` and ``depth`` multipliers); the
+    shapes and the parameter budget are checked afterwards by :func:`check_state_fits`.
     """
-    for name, (low, high) in BOUNDS.items():
+    for name, (low, high) in {**BOUNDS, **(family_bounds or {})}.items():
         if model_cfg.get(name) is None:
             continue
         value = _number(name, model_cfg[name], where)

@@ -17,7 +17,7 @@ from torch import nn
 from fashionvision.engine.checkpoint import load_checkpoint, model_state, resolve_checkpoint
 from fashionvision.engine.checkpoint_guard import check_model_config, check_state_fits
 from fashionvision.errors import UserError
-from fashionvision.families import rebuild_task
+from fashionvision.families import FAMILIES, family, rebuild_task
 from fashionvision.tasks.base import Task
 
 
@@ -35,7 +35,8 @@ def load_for_inference(ckpt_or_run_dir: str | os.PathLike, device: str | torch.d
     model_cfg = {**(config.get("model") or {})}
     model_cfg.setdefault("name", described.get("model"))
     # a stranger's file: bound its settings before anything is allocated
-    check_model_config(model_cfg, described.get("classes"), f"checkpoint '{path}'")
+    bounds = family(model_cfg["name"]).checkpoint_bounds if model_cfg.get("name") in FAMILIES else {}
+    check_model_config(model_cfg, described.get("classes"), f"checkpoint '{path}'", bounds)
     task = rebuild_task(model_cfg, described, config, dataset_path, source=f"checkpoint '{path}'")
     weights = model_state(ckpt)
     check_state_fits(task.build_model, weights, f"checkpoint '{path}'")  # shapes on the meta device first

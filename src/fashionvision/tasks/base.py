@@ -62,6 +62,9 @@ class Task(ABC):
     #: input shape: True keeps the aspect ratio (long side ``image_size``, padded to a multiple
     #: of 32), False letterboxes to a square ``image_size``
     rect_input: bool = False
+    #: (lowest, highest) of the family's model settings a checkpoint from elsewhere may carry
+    #: (checked before a model is built from a stranger's file)
+    checkpoint_bounds: dict[str, tuple[float, float]] = {}
 
     def __init__(self, model_cfg: dict, data: ConvertedDataset, augment_cfg: dict | None = None,
                  anchors_cfg: dict | None = None):

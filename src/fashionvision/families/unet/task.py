@@ -26,6 +26,7 @@ class UNetTask(SegmentationTask):
 
     family = "unet"
     config_class = UNetConfig
+    checkpoint_bounds = {"width": (0.01, 2.0)}
     default_num_classes = 59  # CCP's labels
 
     def __init__(self, model_cfg: dict, data, augment_cfg: dict | None = None,

@@ -36,6 +36,7 @@ class YOLOv3Task(DetectionTask):
 
     family = "yolo"
     config_class = YOLOv3Config
+    checkpoint_bounds = {"width": (0.01, 2.0), "depth": (0.01, 2.0)}
     default_num_classes = 80  # COCO
 
     def __init__(self, model_cfg: dict, data, augment_cfg: dict | None = None,
