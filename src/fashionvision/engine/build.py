@@ -55,13 +55,14 @@ def clamp_workers(workers: int, cores: int | None = None) -> int:
 
     from fashionvision.engine.report import cpu_count
 
+    workers = int_setting("workers", workers, 0)  # a negative count is a mistake, not zero
     local = max(int(os.environ.get("LOCAL_WORLD_SIZE", 1)), 1)
     available = max((cores if cores is not None else cpu_count()) // local, 1)
     if workers > available:
         logging.getLogger("fashionvision.engine").info(
             "trainer.workers=%d but %d core(s) are available: using %d loader workers", workers, available, available)
         return available
-    return max(int(workers), 0)
+    return workers
 
 
 def seed_everything(seed: int) -> None:
