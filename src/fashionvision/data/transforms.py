@@ -28,7 +28,7 @@ MIN_AREA_KEPT = 0.2     # ... and boxes keeping less than this share of their ar
 
 Shape = tuple[int, int]  # (height, width)
 AUGMENT_KEYS = frozenset({"name", "hflip", "vflip", "hsv_h", "hsv_s", "hsv_v", "contrast", "scale",
-                          "translate", "rotate", "crop", "crop_min_side", "mosaic"})
+                          "translate", "rotate", "crop", "crop_min_side", "mosaic", "crop_size"})
 
 
 def as_shape(size: int | tuple[int, int] | list[int]) -> Shape:
@@ -260,6 +260,9 @@ class TrainTransform:
         # Mosaic glues four photos: a detector learns from the extra objects and contexts, but
         # for the segmenter the config documents mosaic as detection-only.
         self.mosaic = float(cfg.get("mosaic", 0.0)) if task == "detection" else 0.0
+        # Segmentation patches: train on random (h, w) windows of the augmented image at the
+        # SAME scale, infer on whole images (a fully convolutional model does not mind).
+        self.crop_size = _parse_crop_size(cfg.get("crop_size"))
 
     def shape_for(self, h: int, w: int) -> Shape:
         return target_shape(self.out_shape, h, w, self.rect)
@@ -289,8 +292,9 @@ class TrainTransform:
                   rng.uniform(-self.translate, self.translate) * out_h) if self.translate else (0.0, 0.0))
         flip_h = self.hflip > 0 and rng.random() < self.hflip
         flip_v = self.vflip > 0 and rng.random() < self.vflip
+        window = crop_window(out_shape, self.crop_size, rng) if self.crop_size else None
 
-        if start is None and angle == 0.0 and gain == 1.0 and shift == (0.0, 0.0):
+        if start is None and angle == 0.0 and gain == 1.0 and shift == (0.0, 0.0) and window is None:
             # exact letterbox (no second interpolation); flips are exact array flips
             out = letterbox_sample(sample, out_shape, self.pad_value, self.ignore_index)
             if flip_h:
@@ -305,6 +309,9 @@ class TrainTransform:
                 m = np.array([[-1.0, 0, out_w], [0, 1, 0], [0, 0, 1]]) @ m
             if flip_v:
                 m = np.array([[1.0, 0, 0], [0, -1, out_h], [0, 0, 1]]) @ m
+            if window is not None:  # a pure translation: the patch keeps the training scale
+                (y0, x0), out_shape = window
+                m = np.array([[1.0, 0, -x0], [0, 1, -y0], [0, 0, 1]]) @ m
             out = warp_sample(sample, m[:2], out_shape, self.pad_value, self.ignore_index)
             out["scale"], out["pad"] = float(scale), (int(pad[0]), int(pad[1]))
         if self.color_on_cpu and any(self.hsv):
@@ -361,6 +368,30 @@ class TrainTransform:
         return out
 
 
+def _parse_crop_size(value) -> Shape | None:
+    """``augment.crop_size``: null, an int (square) or [height, width] of positive ints."""
+    if value is None:
+        return None
+    try:
+        shape = as_shape(value if isinstance(value, (int, np.integer)) else tuple(value))
+    except (TypeError, ValueError):
+        shape = (0, 0)
+    if min(shape) < 1:
+        raise ValueError(f"augment crop_size must be null, a positive int or [height, width], not {value!r}")
+    return shape
+
+
+def crop_window(out_shape: Shape, crop_size: Shape, rng: np.random.Generator) -> tuple[tuple[int, int], Shape]:
+    """``((top, left), (h, w))``: a uniformly placed ``crop_size`` window inside ``out_shape``.
+
+    A window larger than the output is shrunk to it (small images train whole).
+    """
+    h, w = min(crop_size[0], out_shape[0]), min(crop_size[1], out_shape[1])
+    top = int(rng.integers(0, out_shape[0] - h + 1))
+    left = int(rng.integers(0, out_shape[1] - w + 1))
+    return (top, left), (h, w)
+
+
 def build_train_transform(augment_cfg: dict | None, out_shape: int | tuple[int, int], task: str,
                           color_on_cpu: bool = True, rect: bool | None = None,
                           pad_value: int = PAD_VALUE, ignore_index: int = IGNORE_INDEX) -> TrainTransform:
@@ -368,7 +399,8 @@ def build_train_transform(augment_cfg: dict | None, out_shape: int | tuple[int, 
 
     Args:
         augment_cfg: keys of ``configs/augment/default.yaml`` (hflip, vflip, hsv_h, hsv_s,
-            hsv_v, contrast, scale, translate, rotate, crop, mosaic); missing keys are off.
+            hsv_v, contrast, scale, translate, rotate, crop, mosaic, crop_size); missing keys
+            are off. ``crop_size`` ([h, w]) trains on random windows of that size, same scale.
         out_shape: int (square, or rectangular per image when ``rect``) or (H, W).
         task: "detection" or "segmentation" (mosaic is applied to detection only).
         color_on_cpu: False when colour jitter runs batched on the GPU instead

@@ -1,0 +1,67 @@
+"""The CPU segmentation recipe's pieces (issue 9), on real CCP images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fashionvision.data.cache import load_resized
+from fashionvision.data.transforms import build_train_transform, crop_window, letterbox_sample
+
+
+def ccp_sample(shared_data: Path, stem: str = "0001", long_side: int = 256) -> dict:
+    """A real CCP-416 photo and its mask from the conversion (mask read from the .mat)."""
+    from tests.conftest import ccp_boxes_from_mat
+
+    mask, _ = ccp_boxes_from_mat(shared_data / "ccp-416" / "annotations" / "pixel-level" / f"{stem}.mat")
+    import cv2
+
+    from fashionvision.data.image_io import read_image
+
+    image = read_image(shared_data / "ccp-416" / "photos" / f"{stem}.jpg")
+    scale = long_side / max(image.shape[:2])
+    size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+    return {"image": cv2.resize(image, size, interpolation=cv2.INTER_AREA),
+            "mask": cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST),
+            "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}
+
+
+def test_crop_size_takes_a_window_at_the_same_scale(shared_data: Path):
+    sample = ccp_sample(shared_data)
+    transform = build_train_transform({"crop_size": [128, 96]}, 256, "segmentation")
+    out = transform(sample, np.random.default_rng(7))
+    assert out["image"].shape == (128, 96, 3) and out["mask"].shape == (128, 96)
+    full = letterbox_sample(sample, transform.shape_for(*sample["image"].shape[:2]))
+    (top, left), (h, w) = crop_window(transform.shape_for(*sample["image"].shape[:2]), (128, 96),
+                                      np.random.default_rng(7))
+    # a pure translation: pixel-exact copies of the letterboxed image and mask
+    np.testing.assert_array_equal(out["image"], full["image"][top:top + h, left:left + w])
+    np.testing.assert_array_equal(out["mask"], full["mask"][top:top + h, left:left + w])
+
+
+def test_crop_size_with_flip_keeps_image_and_mask_aligned(shared_data: Path):
+    sample = ccp_sample(shared_data)
+    transform = build_train_transform({"crop_size": 128, "hflip": 1.0}, 256, "segmentation")
+    full = letterbox_sample(sample, transform.shape_for(*sample["image"].shape[:2]))
+    flipped = {"image": full["image"][:, ::-1], "mask": full["mask"][:, ::-1]}
+    for seed in range(5):
+        out = transform(sample, np.random.default_rng(seed))
+        assert out["image"].shape[:2] == (128, 128)
+        rng = np.random.default_rng(seed)
+        rng.random()  # the flip draw
+        (top, left), (h, w) = crop_window(full["image"].shape[:2], (128, 128), rng)
+        np.testing.assert_array_equal(out["mask"], flipped["mask"][top:top + h, left:left + w])
+        np.testing.assert_array_equal(out["image"], flipped["image"][top:top + h, left:left + w])
+
+
+def test_crop_larger_than_image_trains_whole_image():
+    (top, left), shape = crop_window((64, 48), (128, 128), np.random.default_rng(0))
+    assert (top, left, shape) == (0, 0, (64, 48))
+
+
+@pytest.mark.parametrize("bad", [0, [128], [-1, 64], "big"])
+def test_bad_crop_size_is_refused(bad):
+    with pytest.raises(ValueError, match="crop_size"):
+        build_train_transform({"crop_size": bad}, 256, "segmentation")
