@@ -38,6 +38,9 @@ def main() -> None:
     parser.add_argument("--budget", default="3m")
     parser.add_argument("--split", default="val")
     parser.add_argument("--experiment", default="unet_cpu_10m")
+    parser.add_argument("--no-eval", action="store_true",
+                        help="score with the run's final validation (the same evaluator on the val split) "
+                             "instead of a separate fashion-eval process")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "ablations_unet_cpu.json"))
     args = parser.parse_args()
     pairs = list(zip(args.variants[0::2], args.variants[1::2]))
@@ -57,19 +60,24 @@ def main() -> None:
         if proc.wait() != 0:
             raise SystemExit(f"{name}: training failed, see runs/ablations/{name}.log")
     evals = []
-    for name, overrides, run, cmd, proc in procs:
+    for name, overrides, run, cmd, proc in procs if not args.no_eval else []:
         ecmd = [sys.executable, "-m", "fashionvision.cli.eval", f"ckpt={run}", f"split={args.split}",
                 f"dataset={DATASET}", "workers=0", f"output={run}/eval_{args.split}", f"hydra.run.dir={run}/eval_{args.split}"]
         evals.append((ecmd, subprocess.Popen(ecmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)))
-    for (name, overrides, run, cmd, _), (ecmd, proc) in zip(procs, evals):
-        if proc.wait() != 0:
-            raise SystemExit(f"{name}: evaluation failed: {' '.join(ecmd)}")
+    for k, (name, overrides, run, cmd, _) in enumerate(procs):
         train = json.loads((run / "metrics.json").read_text())
-        score = json.loads((run / f"eval_{args.split}" / "metrics.json").read_text())
+        if args.no_eval:
+            score = train["final"]
+        else:
+            ecmd, proc = evals[k]
+            if proc.wait() != 0:
+                raise SystemExit(f"{name}: evaluation failed: {' '.join(ecmd)}")
+            score = json.loads((run / f"eval_{args.split}" / "metrics.json").read_text())
         results.append({"name": name, "overrides": overrides, "budget": args.budget, "threads": 1,
                         "side_by_side_with": [n for n, *_ in procs if n != name],
                         "command": "OMP_NUM_THREADS=1 fashion-train " + " ".join(shlex.quote(c) for c in cmd[3:]),
-                        "eval_split": args.split, "steps": train["steps"], "epochs": train["epochs"],
+                        "eval_split": "val" if args.no_eval else args.split,
+                        "scored_by": "final validation of the run" if args.no_eval else "fashion-eval", "steps": train["steps"], "epochs": train["epochs"],
                         "train_seconds": train["train_seconds"], "miou": round(score["miou"], 4),
                         "pixel_acc": round(score["pixel_acc"], 4)})
         print(f"{name:28s} steps {train['steps']:4d}  mIoU {score['miou']:.4f}  pixacc {score['pixel_acc']:.4f}")

@@ -65,3 +65,30 @@ def test_crop_larger_than_image_trains_whole_image():
 def test_bad_crop_size_is_refused(bad):
     with pytest.raises(ValueError, match="crop_size"):
         build_train_transform({"crop_size": bad}, 256, "segmentation")
+
+
+def test_crop_max_ratio_prefers_windows_with_garments(shared_data: Path):
+    """With crop_max_ratio the patches hold more non-dominant pixels than uniform windows."""
+    sample = ccp_sample(shared_data)
+    plain = build_train_transform({"crop_size": 64}, 256, "segmentation")
+    balanced = build_train_transform({"crop_size": 64, "crop_max_ratio": 0.75}, 256, "segmentation")
+
+    def top_share(out: dict) -> float:
+        values = out["mask"][out["mask"] != 255]
+        return np.bincount(values).max() / max(values.size, 1)
+
+    shares_plain = [top_share(plain(sample, np.random.default_rng(s))) for s in range(40)]
+    shares_balanced = [top_share(balanced(sample, np.random.default_rng(s))) for s in range(40)]
+    assert np.mean(shares_balanced) < np.mean(shares_plain) - 0.05
+    assert np.mean(np.array(shares_balanced) <= 0.75) > 0.8
+    # the chosen window is still an exact copy of the letterboxed image (image and mask aligned)
+    out = balanced(sample, np.random.default_rng(3))
+    full = letterbox_sample(sample, balanced.shape_for(*sample["image"].shape[:2]))
+    top, left = next((t, l) for t in range(full["mask"].shape[0] - 63) for l in range(full["mask"].shape[1] - 63)
+                     if np.array_equal(full["image"][t:t + 64, l:l + 64], out["image"]))
+    np.testing.assert_array_equal(full["mask"][top:top + 64, left:left + 64], out["mask"])
+
+
+def test_bad_crop_max_ratio_is_refused():
+    with pytest.raises(ValueError, match="crop_max_ratio"):
+        build_train_transform({"crop_size": 64, "crop_max_ratio": 1.5}, 256, "segmentation")
