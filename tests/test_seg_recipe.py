@@ -92,3 +92,19 @@ def test_crop_max_ratio_prefers_windows_with_garments(shared_data: Path):
 def test_bad_crop_max_ratio_is_refused():
     with pytest.raises(ValueError, match="crop_max_ratio"):
         build_train_transform({"crop_size": 64, "crop_max_ratio": 1.5}, 256, "segmentation")
+
+
+def test_cpu_experiment_config_trains_patches_and_evaluates_whole_images(shared_data: Path):
+    """experiment=unet_cpu_10m: 128x128 patches in training, whole 256x192 images in evaluation,
+    at most as many loader workers as a 2-core machine has (issue 11 picks it automatically)."""
+    from fashionvision.cli._hydra import compose
+    from fashionvision.data.transforms import build_train_transform
+
+    cfg = compose("train", ["experiment=unet_cpu_10m"])
+    assert cfg["model"]["encoder"] == "mobilenet_v2" and cfg["trainer"]["device"] == "cpu"
+    assert cfg["trainer"]["workers"] <= 2 and cfg["trainer"]["max_time"] == "10m"
+    sample = ccp_sample(shared_data)
+    train = build_train_transform(cfg["augment"], cfg["model"]["image_size"], "segmentation")
+    assert train(sample, np.random.default_rng(0))["image"].shape[:2] == (128, 128)
+    evaluation = build_train_transform(None, cfg["model"]["image_size"], "segmentation")
+    assert evaluation(sample, np.random.default_rng(0))["image"].shape[:2] == (256, 192)
