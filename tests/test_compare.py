@@ -27,7 +27,7 @@ def test_compare_cli_writes_every_section_on_one_image_list(tiny_runs, tiny_ccp,
 
     out = tmp_path / "report"
     cfg = compose("compare", [f"detector={tiny_runs['detector']}", f"segmenter={tiny_runs['segmenter']}",
-                              f"data={tiny_ccp}", f"output={out}", "n_images=2", "device=cpu",
+                              f"dataset.path={tiny_ccp}", f"output={out}", "n_images=2", "device=cpu",
                               "speed.batch_sizes=[1,4]", "speed.min_seconds=0.05", "speed.max_iters=2"])
     assert compare(cfg) == 0
     report = json.loads((out / "report.json").read_text())
@@ -45,10 +45,11 @@ def test_compare_cli_writes_every_section_on_one_image_list(tiny_runs, tiny_ccp,
         assert speed["ms_per_image_small"] > 0 and speed["images_per_s_large"] > 0
     assert report["speed"]["device"].startswith("CPU")
     rows = {r["class"]: r for r in report["per_class"]}
+    assert "null" not in rows and rows["background"]["seg_index"] == 0  # CCP's raw name is not shown
     assert len(rows) == 59 and rows["hair"]["det_index"] is None and rows["accessories"]["det_index"] == 0 and rows["bag"]["det_index"] == 1
     assert set(report["wins"]) == {"ap50", "iou"}
     grid = read_image(out / "grid.png")
-    assert grid.shape[0] > 2 * 256 and grid.shape[1] > 4 * 100  # 2 rows of 4 panels
+    assert grid.shape[0] > 2 * 256 and grid.shape[1] >= 4 * 320 + 150  # 2 rows of 4 panels and a legend
     assert (out / "per_class.png").stat().st_size > 0
 
 
@@ -116,3 +117,30 @@ def test_configs_compose(name):
     assert cfg.get("output", None) is None or name == "serve"
     if name == "serve":
         assert cfg["host"] == "127.0.0.1"
+
+
+def test_grid_is_legible_with_a_legend(tiny_ccp, tmp_path):
+    """Panels at least 320 px wide, titles about 12 px tall, a legend with each shown mask class."""
+    from fashionvision.compare_report import LEGEND_WIDTH, PANEL_WIDTH, draw_grid, legend_classes
+    from fashionvision.visualize import class_colors
+
+    data = ConvertedDataset.open(tiny_ccp)
+    record = data.records("test")[0]
+    image = read_image(data.image_path(record))
+    mask = cv2.imread(str(data.mask_path(record)), cv2.IMREAD_UNCHANGED).astype(np.int64)
+    sample = {"path": record.path, "image": image, "gt_mask": mask, "gt_boxes": record.boxes,
+              "detector": {"boxes": record.boxes[:, :4].astype(np.float32), "labels": record.boxes[:, 4],
+                           "scores": np.full(len(record.boxes), 0.9)},
+              "segmenter": {"mask": mask}, "derived_boxes": (record.boxes, None)}
+    path = draw_grid(SimpleNamespace(samples=[sample]), data.classes, tmp_path / "grid.png", data.mask_classes)
+    grid = read_image(path)
+    assert PANEL_WIDTH >= 320 and grid.shape[1] >= 4 * PANEL_WIDTH + LEGEND_WIDTH
+    header = grid[:30, :PANEL_WIDTH]
+    ink_rows = np.where((header < 100).all(axis=2).any(axis=1))[0]
+    assert ink_rows.max() - ink_rows.min() >= 9, "titles must be readable at 100 %"
+    legend = grid[:, -LEGEND_WIDTH:].reshape(-1, 3)
+    palette = class_colors(len(data.mask_classes))
+    shown = legend_classes(mask)
+    assert shown and 0 not in shown
+    for cls in shown:  # every class in the masks has its swatch
+        assert (legend == palette[cls]).all(axis=1).sum() >= 18 * 18, data.mask_classes[cls]

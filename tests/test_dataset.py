@@ -162,12 +162,27 @@ def _synthetic(tmp_path: Path, sizes: list[tuple[int, int]], corrupt: set[int] =
 
 @pytest.mark.parametrize("cache", [False, True])
 def test_unreadable_image_is_skipped_and_counted(tmp_path, caplog, cache):
+    """Training replaces an unreadable image by the next readable one and counts it."""
     data = _synthetic(tmp_path, [(40, 30)] * 4, corrupt={1})
-    ds = FashionDataset(data, "train", 64, False, None, "detection", cache=cache, cache_dir=tmp_path / "c")
+    ds = FashionDataset(data, "train", 64, True, {}, "detection", cache=cache, cache_dir=tmp_path / "c")
     with caplog.at_level(logging.WARNING):
         item = ds[1]
     assert item["meta"]["image_id"] == 2 and ds.bad_images == 1
     assert "img1.png" in caplog.text
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_unreadable_image_is_left_out_of_evaluation(tmp_path, caplog, cache):
+    """Issue 10 item 9: evaluation must not score the next image in its place."""
+    data = _synthetic(tmp_path, [(40, 30)] * 4, corrupt={1})
+    ds = FashionDataset(data, "train", 64, False, None, "detection", cache=cache, cache_dir=tmp_path / "c")
+    with caplog.at_level(logging.WARNING):
+        items = [ds[i] for i in range(len(ds))]
+    assert items[1] is None and ds.bad_images == 1
+    assert "img1.png" in caplog.text and "left out of the evaluation" in caplog.text
+    batch = detection_collate(items)
+    assert [m["image_id"] for m in batch["metas"]] == [0, 2, 3] and batch["images"].shape[0] == 3
+    assert detection_collate([None])["metas"] == []
 
 
 def test_images_without_objects_are_kept(tmp_path):

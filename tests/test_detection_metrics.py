@@ -86,3 +86,26 @@ def test_report_matches_direct_pycocotools(tmp_path):
     assert m["map"] == pytest.approx(ev.stats[0]) and m["map50"] == pytest.approx(ev.stats[1])
     assert m["map75"] == pytest.approx(ev.stats[2]) and m["ar100"] == pytest.approx(ev.stats[8])
     assert m["map50"] > 0.1
+
+
+def test_confusion_plot_names_its_threshold_and_leaves_out_absent_classes(tmp_path):
+    from fashionvision.metrics.detection import confusion_view, plot_confusion_matrix
+
+    gt = _gt()  # shirt and shoes have boxes, bag has none
+    results = (predictions_to_coco(0, [[10, 10, 30, 50], [50, 60, 60, 70], [0, 0, 5, 5]], [0.9, 0.7, 0.8], [0, 0, 2])
+               + predictions_to_coco(1, [[0, 0, 80, 100]], [0.95], [0]))
+    _, cm = match_operating_point(gt, results, conf=0.6, iou=0.5)
+    view, names = confusion_view(cm, CLASSES)
+    assert names == ["shirt", "shoes", "background", "not in split"]  # the bag prediction is kept apart
+    assert view.sum() == cm.sum() and view[2, 3] == 1
+    drawn = plot_confusion_matrix(cm, CLASSES, tmp_path / "cm.png", conf=0.6, iou=0.5)
+    assert "score >= 0.6" in drawn["title"] and "IoU >= 0.5" in drawn["title"]
+    assert drawn["rows"] == ["shirt", "shoes", "background"] and "bag" not in drawn["columns"]
+    assert drawn["annotated"]
+    from PIL import Image
+
+    with Image.open(tmp_path / "cm.png") as image:  # a colour bar widens the figure beyond a square
+        assert image.width > image.height
+    many = [f"c{i}" for i in range(40)]
+    big = np.eye(41, dtype=np.int64)
+    assert not plot_confusion_matrix(big, many, tmp_path / "big.png", conf=0.6)["annotated"]

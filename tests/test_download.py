@@ -198,5 +198,6 @@ def test_cli_clear_errors(tmp_path: Path):
                    "progress=false", "timeout=5"], tmp_path)
     assert bad.returncode == 2
     assert "error: cannot reach" in bad.stderr and "Traceback" not in bad.stderr
+    assert "sources.ccp.url=http://127.0.0.1:9/x.zip" in bad.stderr  # the real key, not "the url"
     other = run_cli(["deepfashion"], tmp_path)
     assert other.returncode == 2 and "no public download for 'deepfashion'" in other.stderr

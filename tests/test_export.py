@@ -75,3 +75,49 @@ def test_foreign_onnx_file_is_refused(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"garbage")
     with pytest.raises(UserError, match="not a readable ONNX file"):
         load_predictor(tmp_path / "junk.onnx")
+
+
+def test_export_refuses_to_overwrite_unless_asked(exported, tmp_path):
+    """Issue 10 item 13: exporting over an existing file needs overwrite=true."""
+    predictor, path, _ = exported["detector"]
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"an earlier export the user wants to keep")
+    with pytest.raises(UserError, match="already exists.*overwrite=true"):
+        export_onnx(predictor, target, check=False)
+    assert target.read_bytes() == b"an earlier export the user wants to keep"
+    report = export_onnx(predictor, target, check=False, overwrite=True)
+    assert report["file"] == str(target) and read_metadata(target)["task"]["task"] == "detection"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"], "no temporary file left behind"
+
+
+def _with_metadata(source, target, text: str):
+    import onnx
+
+    proto = onnx.load(str(source))
+    for entry in proto.metadata_props:
+        if entry.key == "fashionvision":
+            entry.value = text
+    onnx.save(proto, str(target))
+    return target
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda meta: "{not json", "not valid JSON"),
+    (lambda meta: "[1, 2]", "a JSON list"),
+    (lambda meta: {**meta, "task": {**meta["task"], "classes": "abc"}}, "task.classes"),
+    (lambda meta: {**meta, "input": {**meta["input"], "dtype": "load"}}, "input.dtype"),
+    (lambda meta: {**meta, "attributes": {"_parameters": 1}}, "not allowed"),
+    (lambda meta: {**meta, "buffers": {"anchors": {"dtype": "float32", "data": [[1e400, 1]]}}}, "not finite"),
+    (lambda meta: {**meta, "model_cfg": {**meta["model_cfg"], "name": "resnet"}}, "unknown model"),
+    (lambda meta: {key: v for key, v in meta.items() if key != "outputs"}, "outputs.structure"),
+])
+def test_crafted_onnx_metadata_is_a_clear_error(exported, tmp_path, edit, reason):
+    """Issue 10 item 12: crafted metadata gives a UserError (one line in the CLIs), not a traceback."""
+    import json
+
+    _, path, _ = exported["detector"]
+    meta = read_metadata(path)
+    text = edit(meta)
+    crafted = _with_metadata(path, tmp_path / "crafted.onnx", text if isinstance(text, str) else json.dumps(text))
+    with pytest.raises(UserError, match=reason):
+        load_predictor(crafted)

@@ -61,9 +61,9 @@ def test_predict_real_photo_both_families(tiny_runs, photo, tmp_path):
         # conf=0.001: even an untrained detector lists boxes, so the JSON fields are exercised
         summary = predict_source(predictor, str(photo), out, conf=0.001, iou=0.6, progress=False)
         assert summary.ok == 1 and not summary.skipped
-        record = json.loads((out / "input.json").read_text())
+        record = json.loads((out / "input.jpg.json").read_text())
         assert record["size"] == [height, width] and record["task"] == predictor.task.name
-        drawn = read_image(out / "input.jpg")
+        drawn = read_image(out / "input.jpg.jpg")
         assert drawn.shape[0] == height
         if kind == "detector":
             assert record["items"], "no box even at conf 0.001"
@@ -100,7 +100,7 @@ def test_predict_cli_folder_with_a_corrupt_file(tiny_runs, photo, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "predicted 1 image(s), skipped 1" in result.stdout
     assert "broken.jpg" in result.stdout and "not a readable image" in result.stdout
-    assert (out / "sub" / "good.json").is_file() and (out / "sub" / "good.jpg").is_file()
+    assert (out / "sub" / "good.jpg.json").is_file() and (out / "sub" / "good.jpg.jpg").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] == 1 and summary["skipped"][0]["path"].endswith("broken.jpg")
 
@@ -117,7 +117,41 @@ def test_predict_video_frames_with_stride(tiny_runs, tmp_path):
     summary = predict_source(predictor, str(video), tmp_path / "out", video_stride=2, progress=False)
     assert summary.ok == 3  # frames 0, 2, 4
     assert sorted(p.name for p in (tmp_path / "out").glob("*.json") if p.name != "summary.json") == [
-        "clip_f000000.json", "clip_f000002.json", "clip_f000004.json"]
+        "clip.avi_f000000.json", "clip.avi_f000002.json", "clip.avi_f000004.json"]
+
+
+def _results(out: Path) -> list[str]:
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*.json") if p.name != "summary.json")
+
+
+def test_same_stem_different_suffix_gives_two_results(tiny_runs, photo, tmp_path):
+    """Issue 10 item 10: x.jpg and x.png in one folder must not share one result file."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(photo, folder / "x.jpg")
+    cv2.imwrite(str(folder / "x.png"), cv2.imread(str(photo))[::2, ::2])  # a different picture
+    out = tmp_path / "out"
+    summary = predict_source(load_predictor(tiny_runs["detector"]), str(folder), out, conf=0.001, progress=False)
+    assert summary.ok == 2
+    assert _results(out) == ["x.jpg.json", "x.png.json"]
+    sizes = {json.loads((out / name).read_text())["image"].rsplit(".", 1)[1]:
+             json.loads((out / name).read_text())["size"] for name in _results(out)}
+    assert sizes["jpg"] != sizes["png"]
+    assert (out / "x.jpg.jpg").is_file() and (out / "x.png.jpg").is_file()
+
+
+def test_glob_keeps_relative_folders(tiny_runs, photo, tmp_path):
+    """Issue 10 item 10: a/0001.jpg and b/0001.jpg from one glob give two result files."""
+    for sub in ("a", "b"):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        shutil.copy(photo, tmp_path / "in" / sub / "0001.jpg")
+    out = tmp_path / "out"
+    summary = predict_source(load_predictor(tiny_runs["segmenter"]), str(tmp_path / "in" / "*" / "*.jpg"), out,
+                             progress=False)
+    assert summary.ok == 2
+    assert _results(out) == ["a/0001.jpg.json", "b/0001.jpg.json"]
+    sources = {json.loads((out / name).read_text())["image"] for name in _results(out)}
+    assert len(sources) == 2
 
 
 def test_missing_source_and_model_are_clear_errors(tiny_runs, tmp_path):

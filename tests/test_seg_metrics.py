@@ -81,3 +81,19 @@ def test_report_files(tmp_path):
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
     assert np.array_equal(np.load(tmp_path / "confusion_matrix.npy"), EXPECTED)
+
+
+def test_background_is_called_background_in_tables_and_figures(tmp_path):
+    """CCP names class 0 'null'; every table and figure says 'background' (other names untouched)."""
+    import json as _json
+
+    import numpy as _np
+
+    from fashionvision.metrics.segmentation import background_name, write_report
+
+    matrix = _np.array([[50, 2, 0], [3, 40, 1], [0, 0, 9]])
+    metrics = write_report(matrix, ["null", "shirt", "null-ish"], tmp_path)
+    assert [r["class"] for r in metrics["per_class"]] == ["background", "shirt", "null-ish"]
+    saved = _json.loads((tmp_path / "metrics.json").read_text())
+    assert "null" not in [r["class"] for r in saved["per_class"]]
+    assert background_name("null", 3) == "null"  # only class 0 is the background

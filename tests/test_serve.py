@@ -75,7 +75,9 @@ def test_non_image_upload_is_refused_clearly(client):
     response = client.post("/predict?model=detector",
                            files={"file": ("notes.txt", b"this is plain text, not a photo", "text/plain")})
     assert response.status_code == 415
-    assert "'notes.txt' is not a usable image" in response.json()["error"]
+    error = response.json()["error"]
+    assert "'notes.txt' is not a usable image" in error
+    assert "the upload" not in error and "BytesIO" not in error and "not an image format" in error
 
 
 def test_empty_oversized_and_bad_model_are_4xx(client, photo_bytes):
@@ -92,3 +94,44 @@ def test_empty_oversized_and_bad_model_are_4xx(client, photo_bytes):
 def test_two_models_of_one_kind_are_refused(models):
     with pytest.raises(UserError, match="both .* are detectors"):
         by_kind([models["detector"], models["detector"]])
+
+
+def test_segmenter_table_leaves_out_invisible_classes(client, photo_bytes):
+    """Classes under 0.1 % of the image are counted, not listed at "0.0 %"."""
+    from fashionvision.app.server import MIN_AREA_FRACTION, visible_items
+
+    response = client.post("/predict?model=segmenter&image=false",
+                           files={"file": ("a.jpg", photo_bytes, "image/jpeg")})
+    seg = response.json()["results"][0]
+    assert all(item["fraction"] >= MIN_AREA_FRACTION for item in seg["items"])
+    assert seg["hidden_items"] >= 0 and seg["min_area"] == MIN_AREA_FRACTION
+    items = [{"class": "dress", "fraction": 0.3}, {"class": "belt", "fraction": 0.0004},
+             {"class": "bag", "fraction": 0.001}]
+    shown, hidden = visible_items(items)
+    assert [i["class"] for i in shown] == ["dress", "bag"] and hidden == 1
+    page = client.get("/").text
+    assert "hidden_items" in page and "not listed" in page
+def test_validation_errors_use_the_error_shape(client):
+    """Issue 10 item 13: a 422 answers {"error": ...} like every other error, not FastAPI's {"detail": ...}."""
+    response = client.post("/predict", data={"model": "detector"})  # no file
+    assert response.status_code == 422
+    body = response.json()
+    assert set(body) == {"error"} and "file" in body["error"]
+    response = client.post("/predict?image=maybe", files={"file": ("a.jpg", b"x", "image/jpeg")})
+    assert response.status_code == 422 and set(response.json()) == {"error"} and "image" in response.json()["error"]
+
+
+def test_health_shows_no_server_paths(client, tiny_runs):
+    """Issue 10 item 13: /health names the checkpoints without the server's folders."""
+    text = client.get("/health").text
+    for run in tiny_runs.values():
+        assert str(run) not in text and str(run.parent) not in text
+    sources = {m["source"] for m in client.get("/health").json()["models"].values()}
+    assert all("/" not in s and s for s in sources)
+
+
+def test_no_docs_page_loading_a_cdn(client):
+    """Issue 10 item 13: /docs would load its scripts from a CDN; it is off, the page uses none."""
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
+    assert "cdn" not in client.get("/").text.lower()
+    assert client.get("/openapi.json").json()["paths"]["/predict"]

@@ -126,7 +126,8 @@ def kmeans_anchors(
 
 
 def box_shapes_for_training(
-    records: Sequence[Record], image_sizes: Mapping[str, tuple[int, int]], image_size: int
+    records: Sequence[Record], image_sizes: Mapping[str, tuple[int, int]], image_size: int,
+    source: str = "",
 ) -> np.ndarray:
     """Box widths/heights ``[N, 2]`` (float32) as training sees them after letterboxing.
 
@@ -134,15 +135,31 @@ def box_shapes_for_training(
         records: annotation records (``boxes`` hold inclusive ``x1, y1, x2, y2, cls``).
         image_sizes: ``(width, height)`` of each record's image, keyed by ``record.path``.
         image_size: the training size; each image's long side is scaled to it.
+        source: the split file, named in the warnings.
+
+    Boxes reaching past their image are clipped to it and boxes outside it dropped, as the
+    dataset does when training (:mod:`fashionvision.data.box_bounds`), each with a
+    ``FILE:LINE`` warning: one broken box must not pull an anchor to its size.
     """
+    from fashionvision.data.box_bounds import fit_boxes
+
     parts = []
+    warned = 0
     for record in records:
         if len(record.boxes) == 0:
             continue
         width, height = image_sizes[record.path]
         scale = image_size / max(width, height)
-        b = record.boxes
+        b, issues = fit_boxes(record, width, height, source)
+        for issue in issues:
+            warned += 1
+            if warned <= 20:
+                log.warning("%s", issue)
+        if len(b) == 0:
+            continue
         parts.append(np.stack([b[:, 2] - b[:, 0] + 1, b[:, 3] - b[:, 1] + 1], axis=1) * scale)
+    if warned > 20:
+        log.warning("... %d box warnings in all (fashion-validate check_images=true lists every one)", warned)
     if not parts:
         return np.zeros((0, 2), dtype=np.float32)
     return np.concatenate(parts).astype(np.float32)
@@ -210,7 +227,7 @@ def dataset_box_shapes(dataset_folder: str | os.PathLike, image_size: int, split
     sizes = read_image_sizes(
         records, data.image_root, data.metadata.get("image_sizes"), data.folder / SIZE_CACHE
     )
-    return box_shapes_for_training(records, sizes, image_size)
+    return box_shapes_for_training(records, sizes, image_size, str(data.split_file(split)))
 
 
 def compute_anchors(

@@ -14,7 +14,9 @@ file written by another tool sees every bad line at once as ``FILE:LINE: reason`
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -22,7 +24,14 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from fashionvision.errors import UserError
+
 BOX_FIELDS = 5  # x1, y1, x2, y2, cls
+#: no image format in use stores a side longer than this (JPEG's limit); a larger value is a
+#: broken file, and refusing it here keeps int64 arithmetic (and OpenCV) away from overflow
+MAX_VALUE = 65535
+#: plain ASCII decimal integers only: ``int()`` also takes ``1_000``, ``+5`` and non-ASCII digits
+INTEGER_RE = re.compile(r"-?[0-9]+")
 
 
 @dataclass
@@ -32,10 +41,13 @@ class Record:
     Attributes:
         path: image path relative to the dataset root, with forward slashes.
         boxes: int64 array of shape ``[N, 5]`` holding ``x1, y1, x2, y2, cls``.
+        line: the line of the annotation file it was read from (0: not read from a file), so
+            that problems found later (a box outside its image) can be reported as FILE:LINE.
     """
 
     path: str
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, BOX_FIELDS), dtype=np.int64))
+    line: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.int64).reshape(-1, BOX_FIELDS)
@@ -55,7 +67,7 @@ class Issue:
         return f"{self.file}:{self.line}: {prefix}{self.reason}"
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """Raised when an annotation file has bad lines; carries every one of them."""
 
     def __init__(self, issues: Sequence[Issue]):
@@ -104,10 +116,12 @@ def parse_line(
         if len(fields) != BOX_FIELDS:
             bad(f"box {index} '{token}' has {len(fields)} fields, expected 5 (x1,y1,x2,y2,cls)")
             continue
-        try:
-            values = [int(v) for v in fields]
-        except ValueError:
-            bad(f"box {index} '{token}' has a non-integer field")
+        if not all(INTEGER_RE.fullmatch(v) for v in fields):
+            bad(f"box {index} '{token}' has a non-integer field (plain decimal digits only)")
+            continue
+        values = [int(v) for v in fields]
+        if max(abs(v) for v in values) > MAX_VALUE:
+            bad(f"box {index} '{token}' has a value above {MAX_VALUE} (no image is that large)")
             continue
         x1, y1, x2, y2, cls = values
         ok = True
@@ -134,7 +148,7 @@ def parse_line(
 
     if any(i.severity == "error" for i in issues):
         return None, issues
-    return Record(path.replace("\\", "/"), np.array(boxes, dtype=np.int64)), issues
+    return Record(path.replace("\\", "/"), np.array(boxes, dtype=np.int64), line_no), issues
 
 
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str | None]]:
@@ -198,8 +212,14 @@ def current_umask() -> int:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the whole new one, never half."""
+    """Write ``text`` so that readers see the old file or the whole new one, never half.
+
+    Refuses (``OSError``) to replace anything but a regular file: renaming over ``/dev/full``
+    or a FIFO would replace the device itself.
+    """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise OSError(errno.EEXIST, "exists and is not a regular file", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -224,7 +244,8 @@ def write_annotations(path: str | os.PathLike, records: Iterable[Record]) -> Non
         if problem or " " in record.path:
             raise ValueError(problem or f"image path '{record.path}' contains a space")
         b = record.boxes
-        if len(b) and ((b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any() or (b < 0).any()):
+        if len(b) and ((b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any() or (b < 0).any()
+                       or (b > MAX_VALUE).any()):
             raise ValueError(f"invalid box in record for '{record.path}': {b.tolist()}")
         lines.append(line)
     atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))

@@ -23,6 +23,7 @@ from fashionvision.convert_outputs import class_map_by_name
 from fashionvision.data.converted import ConvertedDataset
 from fashionvision.data.image_io import write_image
 from fashionvision.errors import UserError
+from fashionvision.metrics.segmentation import background_name
 from fashionvision.predict import load_predictor
 
 log = logging.getLogger("fashionvision")
@@ -30,7 +31,10 @@ log = logging.getLogger("fashionvision")
 FAMILIES = ("detector", "segmenter")
 SECTIONS = ("Setup", "Detection metrics", "Segmentation metrics", "Per-class comparison",
             "Where each family wins", "Speed", "Figures")
-PANEL_HEIGHT = 256
+PANEL_WIDTH = 360      # px per grid panel: legible at 100 % (4 panels + legend ~ 1.7k px)
+HEADER_HEIGHT = 30
+GRID_FONT = 0.5        # OpenCV font scale of titles, labels and legend (~12 px capitals)
+LEGEND_WIDTH = 200
 
 
 def per_class_rows(ev: Evaluation, det_classes: list[str], seg_classes: list[str]) -> list[dict]:
@@ -41,7 +45,7 @@ def per_class_rows(ev: Evaluation, det_classes: list[str], seg_classes: list[str
         d = seg_to_det.get(s)
         seg_iou = ev.segmentation["segmenter"]["per_class"][s]
         det_iou = ev.segmentation["detector"]["per_class"][s]
-        row = {"class": name, "det_index": d, "seg_index": s, "instances": 0, "gt_pixels": seg_iou["gt_pixels"],
+        row = {"class": background_name(name, s), "det_index": d, "seg_index": s, "instances": 0, "gt_pixels": seg_iou["gt_pixels"],
                "ap50_detector": None, "ap50_segmenter": None,
                "iou_segmenter": seg_iou["iou"] if seg_iou["present"] else None,
                # boxes paint the garments of the detection list and leave background (index 0)
@@ -144,34 +148,79 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _panel(image: np.ndarray, title: str, height: int = PANEL_HEIGHT) -> np.ndarray:
-    width = max(1, round(image.shape[1] * height / image.shape[0]))
-    panel = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    header = np.full((22, width, 3), 255, dtype=np.uint8)
-    cv2.putText(header, title, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.vstack([header, panel])
+def _panel(image: np.ndarray, title: str) -> np.ndarray:
+    """``image`` under a white title bar; ``image`` is already at the panel size."""
+    header = np.full((HEADER_HEIGHT, image.shape[1], 3), 255, dtype=np.uint8)
+    cv2.putText(header, title, (6, HEADER_HEIGHT - 10), cv2.FONT_HERSHEY_SIMPLEX, GRID_FONT, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    return np.vstack([header, image])
 
 
-def draw_grid(ev: Evaluation, det_classes: list[str], path: Path) -> Path:
-    """One row per sample image: original, ground truth, detector output, segmenter output."""
+def _legend(class_ids: list[int], class_names: list[str], height: int) -> np.ndarray:
+    """A white column: one colour swatch and name per mask class shown in the row."""
+    from fashionvision.visualize import class_colors
+
+    palette = class_colors(max(len(class_names), 1))
+    column = np.full((height, LEGEND_WIDTH, 3), 255, dtype=np.uint8)
+    cv2.putText(column, "mask colours", (6, HEADER_HEIGHT - 10), cv2.FONT_HERSHEY_SIMPLEX, GRID_FONT, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    row = 24
+    for r, cls in enumerate(class_ids):
+        y = HEADER_HEIGHT + 6 + r * row
+        if y + row > height:
+            break
+        color = tuple(int(c) for c in palette[cls % len(palette)])
+        cv2.rectangle(column, (6, y), (6 + 18, y + 18), color, -1)
+        cv2.putText(column, background_name(class_names[cls], cls), (32, y + 15), cv2.FONT_HERSHEY_SIMPLEX,
+                    GRID_FONT, (0, 0, 0), 1, cv2.LINE_AA)
+    return column
+
+
+def legend_classes(*masks: np.ndarray, ignore_index: int = 255) -> list[int]:
+    """The mask classes present in any of ``masks``, background (0) and ignored pixels left out."""
+    present = set()
+    for mask in masks:
+        present |= {int(c) for c in np.unique(mask)}
+    return sorted(c for c in present if c not in (0, ignore_index))
+
+
+def draw_grid(ev: Evaluation, det_classes: list[str], path: Path, seg_classes: list[str] | None = None) -> Path:
+    """One row per sample image: original, ground truth, detector, segmenter, and a colour legend.
+
+    Each panel is :data:`PANEL_WIDTH` pixels wide and drawn at that size (boxes and labels after
+    resizing), so the grid reads at 100 % zoom; the legend names the mask classes of the row.
+    """
     from fashionvision.visualize import draw_boxes, overlay_mask
 
+    seg_classes = list(seg_classes or [])
     rows = []
     for sample in ev.samples:
-        image, gt_boxes = sample["image"], sample["gt_boxes"]
+        image = sample["image"]
+        factor = PANEL_WIDTH / image.shape[1]
+        size = (PANEL_WIDTH, max(1, round(image.shape[0] * factor)))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        gt_mask = cv2.resize(sample["gt_mask"].astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
+        seg_mask = cv2.resize(np.asarray(sample["segmenter"]["mask"]).astype(np.int32), size,
+                              interpolation=cv2.INTER_NEAREST)
+        gt_boxes = sample["gt_boxes"]
         # GT boxes are inclusive pixel extents; drawing takes continuous coordinates
-        boxes = gt_boxes[:, :4].astype(np.float32) + np.array([0, 0, 1, 1], dtype=np.float32)
-        gt = draw_boxes(overlay_mask(image, sample["gt_mask"], alpha=0.5), boxes, gt_boxes[:, 4], det_classes)
+        boxes = (gt_boxes[:, :4].astype(np.float32) + np.array([0, 0, 1, 1], dtype=np.float32)) * factor
+        gt = draw_boxes(overlay_mask(small, gt_mask, alpha=0.5), boxes, gt_boxes[:, 4], det_classes,
+                        font_scale=GRID_FONT)
         d = sample["detector"]
-        detected = draw_boxes(image, np.asarray(d["boxes"]), np.asarray(d["labels"]), det_classes,
-                              scores=np.asarray(d["scores"]))
-        segmented = overlay_mask(image, sample["segmenter"]["mask"], alpha=0.5)
-        panels = [_panel(image, Path(sample["path"]).name), _panel(gt, "ground truth"),
+        detected = draw_boxes(small, np.asarray(d["boxes"], dtype=np.float32).reshape(-1, 4) * factor,
+                              np.asarray(d["labels"]), det_classes, scores=np.asarray(d["scores"]),
+                              font_scale=GRID_FONT)
+        segmented = overlay_mask(small, seg_mask, alpha=0.5)
+        panels = [_panel(small, Path(sample["path"]).name), _panel(gt, "ground truth"),
                   _panel(detected, f"detector ({len(d['boxes'])} boxes)"),
                   _panel(segmented, f"segmenter ({len(sample['derived_boxes'][0])} regions)")]
+        panels = [np.pad(p, ((0, 0), (0, 4), (0, 0)), constant_values=255) for p in panels]
+        if seg_classes:
+            panels.append(_legend(legend_classes(gt_mask, seg_mask), seg_classes, panels[0].shape[0]))
         rows.append(np.hstack(panels))
     width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    rows = [np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     write_image(path, np.vstack(rows))
     return path
 
@@ -213,7 +262,7 @@ def run_compare(detector: str, segmenter: str, dataset: str | None, split: str, 
     if dataset is None:
         dataset = (det.config.get("dataset") or {}).get("path")
         if not dataset:
-            raise UserError("give dataset=DIR: the detector's checkpoint does not record its dataset folder")
+            raise UserError("give dataset.path=DIR: the detector's checkpoint does not record its dataset folder")
     data = ConvertedDataset.open(dataset)
     check_compatible(det, seg, data)
     ev = evaluate_both(det, seg, data, split, limit=limit, n_samples=n_images)
@@ -237,7 +286,7 @@ def run_compare(detector: str, segmenter: str, dataset: str | None, split: str, 
         "figures": {"grid": "grid.png", "per_class": "per_class.png"},
         "grid_images": [s["path"] for s in ev.samples],
     }
-    draw_grid(ev, det.class_names, output / "grid.png")
+    draw_grid(ev, det.class_names, output / "grid.png", seg.class_names)
     plot_per_class(rows, output / "per_class.png")
     atomic_write_text(output / "report.json", json.dumps(report, indent=1) + "\n")
     atomic_write_text(output / "report.md", render_markdown(report))

@@ -108,7 +108,7 @@ def _fetch(url: str, target: Path, timeout: float, progress: bool) -> str:
     except urllib.error.HTTPError as exc:
         raise UserError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
     except urllib.error.URLError as exc:
-        raise UserError(f"cannot reach {url} ({exc.reason}); check the network or set the url") from exc
+        raise UserError(f"cannot reach {url} ({exc.reason}); check the network or the address") from exc
     except (socket.timeout, TimeoutError) as exc:
         raise UserError(f"download of {url} timed out after {timeout} s") from exc
     except (OSError, http.client.HTTPException) as exc:  # reset or short read mid-transfer, disk full

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -112,20 +113,43 @@ def _flatten(outputs: Any) -> tuple[list[torch.Tensor], str]:
 
 
 def export_onnx(predictor: Predictor, output: str | Path, opset: int = DEFAULT_OPSET,
-                atol: float = DEFAULT_ATOL, check: bool = True) -> dict:
+                atol: float = DEFAULT_ATOL, check: bool = True, overwrite: bool = False) -> dict:
     """Export ``predictor``'s network to ``output`` and (with ``check``) verify it with onnxruntime.
 
     Returns a report: the file, opset, input/output shapes, and for the check the maximum
     absolute difference of the raw outputs at batch 1 and batch 2 (dynamic batch) and the
-    tolerance. Raises :class:`UserError` when the difference exceeds ``atol``.
+    tolerance. Raises :class:`UserError` when the difference exceeds ``atol``, and when
+    ``output`` exists and ``overwrite`` is false. The file is written under a temporary name
+    and renamed into place only once it passed the check, so a failed export never replaces
+    (or half-writes) an earlier one.
     """
-    import onnx
-
-    task, model = predictor.task, predictor.model.eval()
+    model = predictor.model.eval()
     if not isinstance(model, nn.Module) or isinstance(model, OnnxModel):
         raise UserError("only a PyTorch checkpoint can be exported (this model is already ONNX)")
     output = Path(output)
+    if output.exists() and not overwrite:
+        raise UserError(f"'{output}' already exists; pass overwrite=true to replace it, or choose another output=")
+    if output.exists() and not output.is_file():
+        raise UserError(f"'{output}' exists and is not a file")
     output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}{output.suffix}")
+    try:
+        try:
+            report = _export_to(predictor, tmp, opset, atol, check)
+        except UserError as exc:  # name the file the user asked for, not the temporary one
+            raise UserError(str(exc).replace(str(tmp), str(output))) from exc
+        os.replace(tmp, output)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    report["file"] = str(output)
+    return report
+
+
+def _export_to(predictor: Predictor, output: Path, opset: int, atol: float, check: bool) -> dict:
+    import onnx
+
+    task, model = predictor.task, predictor.model.eval()
     device = next(iter(model.parameters())).device
     _, images, metas = example_input(task, batch=1)
     (x,) = capture_model_input(task, model, images.to(device), metas)
@@ -257,7 +281,60 @@ def read_metadata(path: str | Path) -> dict:
     if META_KEY not in props:
         raise UserError(f"'{path}' was not exported by fashion-export (no '{META_KEY}' metadata); "
                         "its classes and decoding are unknown")
-    return json.loads(props[META_KEY])
+    try:
+        meta = json.loads(props[META_KEY])
+    except ValueError as exc:
+        raise UserError(f"'{path}': its '{META_KEY}' metadata is not valid JSON ({exc})") from exc
+    problem = metadata_problem(meta)
+    if problem:
+        raise UserError(f"'{path}': damaged or crafted '{META_KEY}' metadata: {problem}")
+    return meta
+
+
+#: dtypes a file may name (resolved with getattr(torch, ...): never an arbitrary attribute)
+_DTYPES = ("float32", "float16", "bfloat16", "float64", "uint8", "int8", "int32", "int64", "bool")
+
+
+def metadata_problem(meta: Any) -> str | None:
+    """What is wrong with an export's metadata (it comes from a file: trust nothing), or None."""
+    if not isinstance(meta, dict):
+        return f"a JSON {type(meta).__name__}, expected an object"
+    task, model_cfg = meta.get("task"), meta.get("model_cfg")
+    if not isinstance(task, dict) or not isinstance(task.get("classes"), list) or not task["classes"] \
+            or not all(isinstance(c, str) for c in task["classes"]):
+        return "'task.classes' must be a non-empty list of names"
+    mask_classes = task.get("mask_classes")
+    if mask_classes is not None and (not isinstance(mask_classes, list)
+                                     or not all(isinstance(c, str) for c in mask_classes)):
+        return "'task.mask_classes' must be a list of names"
+    if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("name"), str):
+        return "'model_cfg.name' is missing"
+    if not isinstance(meta.get("config") or {}, dict):
+        return "'config' must be an object"
+    outputs, inputs = meta.get("outputs"), meta.get("input")
+    if not isinstance(outputs, dict) or outputs.get("structure") not in ("tensor", "tuple", "list"):
+        return "'outputs.structure' must be tensor, tuple or list"
+    if not isinstance(inputs, dict) or inputs.get("dtype") not in _DTYPES:
+        return f"'input.dtype' must be one of {', '.join(_DTYPES)}"
+    attributes, buffers = meta.get("attributes", {}), meta.get("buffers", {})
+    if not isinstance(attributes, dict) or not isinstance(buffers, dict):
+        return "'attributes' and 'buffers' must be objects"
+    for name, value in [*attributes.items(), *buffers.items()]:
+        if not name.isidentifier() or name.startswith("_"):
+            return f"attribute or buffer name {name!r} is not allowed"
+    for name, value in attributes.items():
+        if not _plain(value):
+            return f"attribute {name!r} is not a plain value"
+    for name, buf in buffers.items():
+        if not isinstance(buf, dict) or buf.get("dtype") not in _DTYPES:
+            return f"buffer {name!r} has no valid dtype"
+        try:
+            array = np.asarray(buf.get("data"), dtype=np.float64)
+        except (TypeError, ValueError):
+            return f"buffer {name!r} holds no numeric array"
+        if array.size > MAX_BUFFER_NUMEL or not np.isfinite(array).all():
+            return f"buffer {name!r} is too large or not finite"
+    return None
 
 
 def load_onnx(path: str | Path, device: str = "cpu") -> tuple[Task, OnnxModel, dict]:
@@ -268,8 +345,13 @@ def load_onnx(path: str | Path, device: str = "cpu") -> tuple[Task, OnnxModel, d
     meta = read_metadata(path)
     described, config = meta["task"], meta.get("config") or {}
     model_cfg = dict(meta["model_cfg"])
-    data = ConvertedDataset.from_classes(described["classes"], described.get("mask_classes"),
-                                         metadata=described.get("metadata"))
-    task = task_class(model_cfg["name"])(model_cfg, data, config.get("augment"), config.get("anchors"))
+    try:
+        metadata = described.get("metadata")
+        data = ConvertedDataset.from_classes(described["classes"], described.get("mask_classes"),
+                                             metadata=metadata if isinstance(metadata, dict) else None)
+        task = task_class(model_cfg["name"])(model_cfg, data, config.get("augment"), config.get("anchors"))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"'{path}': its metadata does not describe a usable model "
+                        f"({type(exc).__name__}: {exc})") from exc
     model = OnnxModel(_session(path, device), meta).eval()
     return task, model, config

@@ -5,6 +5,11 @@ coloured mask with a legend) and a JSON file: the detector's items are ``class``
 and ``box``; the segmenter's are per-class pixel areas, mean probabilities and simplified
 polygons (``cv2.findContours`` + ``cv2.approxPolyDP``). Unreadable files are reported with
 their reason and skipped; the run goes on and ends with a count of both.
+
+Output names keep each input's path relative to the source folder (for a glob: to the
+matches' common folder), suffix included: ``a/0001.jpg`` gives ``a/0001.jpg.json`` and
+``a/0001.jpg.jpg``, so that ``x.jpg`` and ``x.png``, or ``a/0001.jpg`` and ``b/0001.jpg``,
+never write over each other's results.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -129,15 +135,16 @@ def list_sources(source: str) -> tuple[list[Path], Path | None]:
         files = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
         if not files:
             raise UserError(f"pattern '{source}' matches no files")
-        return files, None
+        # names relative to the matches' common folder: a/0001.jpg and b/0001.jpg stay apart
+        return files, Path(os.path.commonpath([str(f.parent.absolute()) for f in files]))
     raise UserError(f"source '{source}' does not exist (give an image, a folder, a glob or a video)")
 
 
 def iter_frames(files: list[Path], root: Path | None, video_stride: int = 1) -> Iterator[Frame]:
     """Read images and video frames lazily; unreadable ones come back with an ``error``."""
     for file in files:
-        rel = file.relative_to(root) if root is not None else Path(file.name)
-        stem = str(rel.with_suffix(""))
+        rel = file.absolute().relative_to(root.absolute()) if root is not None else Path(file.name)
+        stem = rel.as_posix()  # the suffix stays: x.jpg and x.png are different inputs
         if file.suffix.lower() in VIDEO_SUFFIXES:
             yield from _video_frames(file, stem, max(1, int(video_stride)))
             continue

@@ -37,26 +37,51 @@ def _text_color(rgb: Sequence[int]) -> tuple[int, int, int]:
     return (0, 0, 0) if luminance > 140 else (255, 255, 255)
 
 
-def _font_scale(image: np.ndarray) -> tuple[float, int]:
+def _font_scale(image: np.ndarray, scale: float | None = None) -> tuple[float, int]:
     side = max(image.shape[:2])
+    if scale:
+        return scale, max(1, int(round(scale * 2)))
     return max(0.35, side / 1400.0), max(1, int(round(side / 700.0)))
 
 
-def _label(image: np.ndarray, text: str, x: int, y: int, color: Sequence[int], scale: float, thick: int) -> None:
-    """Text on a filled background, above (x, y) when it fits, else just inside below it."""
+def _label_size(text: str, scale: float, thick: int) -> tuple[int, int]:
+    """Width and height of a label: the text plus a one-pixel margin on each side."""
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    height, width = image.shape[:2]
-    x = int(min(max(x, 0), max(width - tw - 2, 0)))
-    top = y - th - base - 2 if y - th - base - 2 >= 0 else y
-    top = int(min(max(top, 0), max(height - th - base - 2, 0)))
-    cv2.rectangle(image, (x, top), (x + tw + 2, top + th + base + 2), tuple(int(c) for c in color), -1)
-    cv2.putText(image, text, (x + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, _text_color(color),
+    return tw + 2, th + base + 2
+
+
+def _label(image: np.ndarray, text: str, rect: Sequence[int], color: Sequence[int], scale: float, thick: int) -> None:
+    """Text on a filled background filling ``rect`` (x0, y0, x1, y1; see :mod:`fashionvision.label_layout`)."""
+    (_, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    x0, y0, x1, y1 = (int(v) for v in rect)
+    cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), tuple(int(c) for c in color), -1)
+    cv2.putText(image, text, (x0 + 1, y0 + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, _text_color(color),
                 thick, cv2.LINE_AA)
+
+
+def label_texts(labels: Sequence[int], class_names: Sequence[str], scores: Sequence[float] | None) -> list[str]:
+    """``"name 0.88"`` (or the name alone without scores) for each box."""
+    texts = []
+    for i, cls in enumerate(int(c) for c in labels):
+        name = class_names[cls] if 0 <= cls < len(class_names) else str(cls)
+        texts.append(f"{name} {float(scores[i]):.2f}" if scores is not None else name)
+    return texts
+
+
+def label_rects(image_shape: tuple[int, ...], boxes: np.ndarray, texts: Sequence[str],
+                font_scale: float | None = None) -> np.ndarray:
+    """Where :func:`draw_boxes` puts each label: ``[N, 4]`` rectangles that never overlap one
+    another and lie inside the image (:func:`fashionvision.label_layout.place_labels`)."""
+    from fashionvision.label_layout import place_labels
+
+    scale, thick = _font_scale(np.empty(tuple(image_shape[:2]) + (0,)), font_scale)
+    return place_labels(boxes, [_label_size(t, scale, thick) for t in texts], image_shape)
 
 
 def draw_boxes(
     image_rgb: np.ndarray, boxes: np.ndarray, labels: Sequence[int], class_names: Sequence[str],
     scores: Sequence[float] | None = None, colors: np.ndarray | None = None, thickness: int | None = None,
+    font_scale: float | None = None,
 ) -> np.ndarray:
     """Draw boxes ``[N, 4]`` (x1, y1, x2, y2 in pixels) with class names (and scores).
 
@@ -65,23 +90,21 @@ def draw_boxes(
 
     Args:
         colors: ``[num_classes, 3]`` palette; default :func:`class_colors` over ``class_names``.
+        font_scale: OpenCV font scale of the labels; default grows with the image size.
     """
     out = np.ascontiguousarray(image_rgb, dtype=np.uint8).copy()
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     palette = class_colors(max(len(class_names), 1)) if colors is None else np.asarray(colors)
-    scale, thick = _font_scale(out)
+    scale, thick = _font_scale(out, font_scale)
     line = thickness or max(1, thick + 1)
-    # biggest first so that small boxes' labels end up on top
-    order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")
-    for i in order:
+    colors_of = [tuple(int(c) for c in palette[int(cls) % len(palette)]) for cls in labels]
+    for i in range(len(boxes)):  # every box first, so that no box line crosses a label
         x1, y1, x2, y2 = (int(round(v)) for v in boxes[i])
-        cls = int(labels[i])
-        color = tuple(int(c) for c in palette[cls % len(palette)])
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, line)
-        name = class_names[cls] if 0 <= cls < len(class_names) else str(cls)
-        text = f"{name} {float(scores[i]):.2f}" if scores is not None else name
-        _label(out, text, x1, y1, color, scale, thick)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colors_of[i], line)
+    texts = label_texts(labels, class_names, scores)
+    for i, rect in enumerate(label_rects(out.shape, boxes, texts, font_scale)):
+        _label(out, texts[i], rect, colors_of[i], scale, thick)
     return out
 
 

@@ -5,7 +5,10 @@
 * ``POST /predict`` (multipart field ``file``; ``model=detector|segmenter|both`` as a query or
   form field): JSON with, per model, the items found and the drawn result as an inline
   base64 PNG (``image=false`` leaves the picture out).
-* ``GET /health``: status and the loaded models.
+* ``GET /health``: status and the loaded models (file names only: no server paths).
+
+Every error answer is ``{"error": "..."}``, request validation (422) included. The interactive
+``/docs`` page is off: it loads its scripts from a CDN; ``/openapi.json`` describes the API.
 
 Uploads are read in chunks and refused with 413 past ``max_upload_mb``; anything that does not
 decode as an image (through the same reader as every other command) gets 415 with the reason;
@@ -24,6 +27,7 @@ from typing import Any
 import numpy as np
 # at module level: FastAPI resolves the endpoints' (string) annotations in this module's namespace
 from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
 from fashionvision.data.image_io import ImageReadError, decode_image_bytes
@@ -36,6 +40,8 @@ log = logging.getLogger("fashionvision")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CHUNK = 1 << 20
 KINDS = ("detector", "segmenter")
+#: segmenter classes covering less of the image than this are not listed (they read "0.0 %")
+MIN_AREA_FRACTION = 0.001
 
 
 def by_kind(predictors: list[Predictor]) -> dict[str, Predictor]:
@@ -60,9 +66,20 @@ def png_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def visible_items(items: list[dict], min_fraction: float = MIN_AREA_FRACTION) -> tuple[list[dict], int]:
+    """Segmenter items covering at least ``min_fraction`` of the image, and how many were left out."""
+    shown = [item for item in items if item.get("fraction", 1.0) >= min_fraction]
+    return shown, len(items) - len(shown)
+
+
 def run_models(models: dict[str, Predictor], image: np.ndarray, which: str, conf: float | None = None,
-               iou: float | None = None, with_image: bool = True) -> list[dict]:
-    """Predict with the chosen model(s); one result dict per model, in KINDS order."""
+               iou: float | None = None, with_image: bool = True,
+               min_area: float = MIN_AREA_FRACTION) -> list[dict]:
+    """Predict with the chosen model(s); one result dict per model, in KINDS order.
+
+    Segmenter items below ``min_area`` of the image are left out of ``items`` and counted in
+    ``hidden_items`` (a few stray pixels of a class are noise, not a finding).
+    """
     chosen = [k for k in KINDS if k in models] if which == "both" else [which]
     results = []
     for kind in chosen:
@@ -70,8 +87,12 @@ def run_models(models: dict[str, Predictor], image: np.ndarray, which: str, conf
         default_conf, default_iou = predictor.default_thresholds()
         prediction = predictor(image, conf=conf if conf is not None else default_conf,
                                iou=iou if iou is not None else default_iou)
-        result: dict[str, Any] = {"model": kind, "task": predictor.task.name,
-                                  "items": describe(predictor, prediction, polygons=False)}
+        items = describe(predictor, prediction, polygons=False)
+        hidden = 0
+        if predictor.task.name == "segmentation":
+            items, hidden = visible_items(items, min_area)
+        result: dict[str, Any] = {"model": kind, "task": predictor.task.name, "items": items,
+                                  "hidden_items": hidden, "min_area": min_area}
         if with_image:
             result["image"] = png_data_url(draw(predictor, image, prediction))
         results.append(result)
@@ -79,10 +100,12 @@ def run_models(models: dict[str, Predictor], image: np.ndarray, which: str, conf
 
 
 def create_app(models: dict[str, Predictor], max_upload_mb: float = 10.0, conf: float | None = None,
-               iou: float | None = None, max_pixels: int = 40_000_000):
+               iou: float | None = None, max_pixels: int = 40_000_000, min_area: float = MIN_AREA_FRACTION):
     """The FastAPI application serving ``models`` (see :func:`by_kind`)."""
     limit = int(max_upload_mb * 1024 * 1024)
-    app = FastAPI(title="fashionvision", docs_url="/docs", redoc_url=None)
+    # no /docs or /redoc: both pages load their scripts from a CDN (a page calling out to a
+    # third party, and broken offline); /openapi.json still describes the API
+    app = FastAPI(title="fashionvision", docs_url=None, redoc_url=None)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -91,13 +114,21 @@ def create_app(models: dict[str, Predictor], max_upload_mb: float = 10.0, conf: 
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok", "max_upload_mb": max_upload_mb,
-                "models": {k: {key: v for key, v in model_info(p).items() if key != "classes"}
+                "models": {k: {key: (Path(v).name if key == "source" else v)  # never the server's paths
+                               for key, v in model_info(p).items() if key != "classes"}
                            for k, p in models.items()}}
 
     @app.exception_handler(HTTPException)
     def _http_error(_request: Any, exc: HTTPException) -> JSONResponse:
         # the page shows `error` verbatim; programs get the status code
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    def _validation_error(_request: Any, exc: RequestValidationError) -> JSONResponse:
+        # the same {"error": ...} shape as every other error (FastAPI's default is {"detail": [...]})
+        problems = [f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'request'}: {e.get('msg')}"
+                    for e in exc.errors()]
+        return JSONResponse({"error": "; ".join(problems) or "invalid request"}, status_code=422)
 
     @app.post("/predict")
     def predict(file: UploadFile = File(..., description="the photo"),
@@ -117,9 +148,11 @@ def create_app(models: dict[str, Predictor], max_upload_mb: float = 10.0, conf: 
             rgb = decode_image_bytes(data, name=name, max_pixels=max_pixels)
         except ImageReadError as exc:
             # PIL names the in-memory buffer in its message; the user knows it as their file
-            reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the upload", exc.reason)
+            reason = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", exc.reason)
+            if "cannot identify image file" in reason:  # PIL's words for "no known image format"
+                reason = "its content is not an image format that can be read (JPEG, PNG, WebP, BMP, TIFF, ...)"
             raise HTTPException(415, f"'{name}' is not a usable image: {reason}") from exc
-        results = run_models(models, rgb, which, conf, iou, with_image=image)
+        results = run_models(models, rgb, which, conf, iou, with_image=image, min_area=min_area)
         return {"file": name, "width": int(rgb.shape[1]), "height": int(rgb.shape[0]), "results": results}
 
     def _read_limited(upload: Any, max_bytes: int) -> bytes:

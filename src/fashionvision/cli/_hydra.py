@@ -27,13 +27,6 @@ def to_plain(cfg: Any) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-def rewrite_bare_word(argv: list[str], key: str | None) -> list[str]:
-    """Turn ``cmd WORD k=v`` into ``cmd key=WORD k=v`` (Hydra rejects bare words)."""
-    if key and len(argv) > 1 and "=" not in argv[1] and not argv[1].startswith("-"):
-        return [argv[0], f"{key}={argv[1]}", *argv[2:]]
-    return argv
-
-
 def rename_args(argv: list[str], renames: dict[str, str] | None) -> list[str]:
     """``old=V`` -> ``new=V`` for each rename: ``dataset=DIR`` would otherwise be read by Hydra
     as a choice in the ``dataset`` config group."""
@@ -54,20 +47,43 @@ def run_dir() -> Path:
 
 
 def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_key: str | None = None,
-              renames: dict[str, str] | None = None) -> None:
+              renames: dict[str, str] | None = None, dataset_alias: bool = False) -> None:
     """Run ``body(cfg)`` as a Hydra app; exit with its return code (0 when None).
 
-    Errors that are the user's (``UserError``) print one clear line instead of a traceback.
+    Hydra's flags work anywhere on the line (overrides are moved in front of them); the run
+    folder is named after the command by the primary config's ``hydra.job.name``. Mistyped
+    keys and group options, and errors that are the user's (``UserError``), print one clear
+    ``error:`` line instead of a traceback, and so do a run folder that cannot be created, a
+    refused write and a setting of the wrong type (:mod:`fashionvision.cli._failures`).
     """
     import hydra
-    from omegaconf import DictConfig
+    from omegaconf import DictConfig, OmegaConf
 
+    from fashionvision.cli import _failures
+    from fashionvision.cli._argv import dataset_aliases, group_options, reorder, split_argv
+    from fashionvision.cli._hints import groups_text, override_error
     from fashionvision.errors import UserError
 
-    sys.argv = rename_args(rewrite_bare_word(sys.argv, bare_word_key), renames)
-    if not any(a.startswith("hydra.job.name=") for a in sys.argv):
-        # run folders are named after the command (outputs/train/..., outputs/eval/...)
-        sys.argv.append(f"hydra.job.name={config_name}")
+    argv = reorder(sys.argv, bare_word_key)
+    argv = rename_args(argv, renames)
+    if dataset_alias:
+        argv = dataset_aliases(argv, group_options(CONFIG_DIR, "dataset"))
+    sys.argv = argv
+    problem = _failures.run_dir_problem(sys.argv)
+    if problem and not _failures.debug():
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    OmegaConf.register_new_resolver(
+        "fv_groups", lambda *, _root_: groups_text(dict(_root_.hydra.runtime.choices), CONFIG_DIR), replace=True)
+    overrides, flags = split_argv(argv[1:])
+    # the check composes this command's own config: not for sweeps, other configs or Hydra's own output
+    skip = {"-m", "--multirun", "--hydra-help", "--version", "-sc", "--shell-completion", "-cn", "--config-name",
+            "-cp", "--config-path", "-cd", "--config-dir", "--experimental-rerun"}
+    if not skip & {f.split("=", 1)[0] for f in flags}:
+        problem = override_error(CONFIG_DIR, config_name, overrides)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            sys.exit(2)
     status = {"code": 0}
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")
@@ -77,6 +93,14 @@ def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_ke
         except UserError as exc:
             log.error("%s", exc)
             print(f"error: {exc}", file=sys.stderr)
+            status["code"] = 2
+        except (OSError, ValueError, TypeError) as exc:
+            message = (_failures.os_error_message(exc) or _failures.value_error_message(exc, sys.argv[1:])
+                       if not _failures.debug() else None)
+            if message is None:
+                raise
+            log.error("%s", message)
+            print(f"error: {message}", file=sys.stderr)
             status["code"] = 2
 
     _app()

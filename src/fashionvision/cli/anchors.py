@@ -31,7 +31,7 @@ def anchors(cfg: dict) -> int:
 
 
 def main() -> None:
-    run_hydra("anchors", anchors)
+    run_hydra("anchors", anchors, dataset_alias=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""fashion-compare detector=RUN_OR_CKPT segmenter=RUN_OR_CKPT [data=DIR] [split=test] [n_images=8].
+"""fashion-compare detector=RUN_OR_CKPT segmenter=RUN_OR_CKPT [dataset.path=DIR] [split=test] [n_images=8].
 
 Writes report.md, report.json, grid.png and per_class.png (see :mod:`fashionvision.compare`).
 """
@@ -17,7 +17,7 @@ def compare(cfg: dict) -> int:
     speed = cfg.get("speed") or {}
     output = Path(cfg.get("output") or run_dir())
     limit = cfg.get("limit_images")
-    report = run_compare(str(cfg["detector"]), str(cfg["segmenter"]), cfg.get("data"), str(cfg.get("split", "test")),
+    report = run_compare(str(cfg["detector"]), str(cfg["segmenter"]), (cfg.get("dataset") or {}).get("path"), str(cfg.get("split", "test")),
                          output, n_images=int(cfg.get("n_images", 8)), limit=int(limit) if limit else None,
                          device=str(resolve_device(str(cfg.get("device", "auto")))),
                          speed_batch_sizes=tuple(int(b) for b in speed.get("batch_sizes", (1, 32))),
@@ -32,8 +32,8 @@ def compare(cfg: dict) -> int:
 
 
 def main() -> None:
-    # `dataset=DIR` is accepted as an alias of `data=DIR`
-    run_hydra("compare", compare, renames={"dataset": "data"})
+    # `dataset=DIR` and `data=DIR` are accepted as aliases of `dataset.path=DIR`
+    run_hydra("compare", compare, dataset_alias=True)
 
 
 if __name__ == "__main__":

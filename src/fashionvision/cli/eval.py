@@ -1,4 +1,4 @@
-"""fashion-eval ckpt=RUN_OR_CKPT [split=test] [dataset=DIR] [output=DIR] [device=auto].
+"""fashion-eval ckpt=RUN_OR_CKPT [split=test] [dataset.path=DIR] [output=DIR] [device=auto].
 
 Task-agnostic: the checkpoint names its model family, the engine rebuilds ``(task, model)``
 from it, and the task's own :meth:`~fashionvision.tasks.base.Task.evaluate` computes and
@@ -21,15 +21,13 @@ log = logging.getLogger("fashionvision")
 
 
 def _dataset_path(cfg: dict, config: dict) -> str:
-    """``dataset=DIR`` if given, else the converted folder the checkpoint was trained on."""
-    given = cfg.get("data")
-    if isinstance(given, dict):  # tolerate `dataset.path=DIR`
-        given = given.get("path")
+    """``dataset.path=DIR`` (or ``dataset=NAME``) if given, else the folder the checkpoint was trained on."""
+    given = (cfg.get("dataset") or {}).get("path")
     path = given or (config.get("dataset") or {}).get("path")
     if not path:
-        raise UserError("the checkpoint does not record its dataset folder; pass dataset=DIR")
+        raise UserError("the checkpoint does not record its dataset folder; pass dataset.path=DIR")
     if not (Path(path) / "metadata.json").is_file():
-        raise UserError(f"dataset folder '{path}' is not a converted dataset; pass dataset=DIR "
+        raise UserError(f"dataset folder '{path}' is not a converted dataset; pass dataset.path=DIR "
                         "(a folder written by fashion-convert)")
     return str(path)
 
@@ -59,10 +57,16 @@ def evaluate(cfg: dict, output: Path | None = None) -> dict:
     log.info("evaluating %s on %s split '%s' (%d images) on %s", ckpt, dataset, split, len(data), device)
     with torch.no_grad():
         metrics = dict(task.evaluate(model, loader, device, output))
+    # unreadable images are left out of ground truth and predictions alike (data/dataset.py)
+    skipped = int(getattr(data, "bad_images", 0))
+    if skipped:
+        log.warning("%d unreadable image(s) skipped: left out of the ground truth and the predictions",
+                    skipped)
     report_file = output / "metrics.json"
     written = json.loads(report_file.read_text()) if report_file.is_file() else {}
     report = {**written, **metrics, "eval": {"checkpoint": str(ckpt), "dataset": dataset, "split": split,
-                                             "images": len(data), "device": str(device),
+                                             "images": len(data) - skipped,
+                                             "skipped_images": skipped, "device": str(device),
                                              "task": task.name, "primary_metric": task.primary_metric}}
     atomic_write_text(report_file, json.dumps(report, indent=2))
     return report
@@ -71,6 +75,8 @@ def evaluate(cfg: dict, output: Path | None = None) -> dict:
 def _print(report: dict, output: Path) -> None:
     info = report["eval"]
     print(f"{info['task']} on {info['dataset']} [{info['split']}], {info['images']} images")
+    if info.get("skipped_images"):
+        print(f"  skipped {info['skipped_images']} unreadable image(s) (not scored; see the warnings)")
     for key, value in report.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             print(f"  {key:16s} {value:.4f}" if isinstance(value, float) else f"  {key:16s} {value}")
@@ -94,7 +100,7 @@ def main_body(cfg: dict) -> int:
 
 def main() -> None:
     # `fashion-eval RUN_DIR` -> `ckpt=RUN_DIR`
-    run_hydra("eval", main_body, bare_word_key="ckpt", renames={"dataset": "data"})
+    run_hydra("eval", main_body, bare_word_key="ckpt", dataset_alias=True)
 
 
 if __name__ == "__main__":

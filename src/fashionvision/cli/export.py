@@ -1,4 +1,4 @@
-"""fashion-export ckpt=RUN_OR_CKPT [format=onnx] [output=FILE.onnx] [opset=17] [atol=1e-4].
+"""fashion-export ckpt=RUN_OR_CKPT [format=onnx] [output=FILE.onnx] [opset=17] [atol=1e-4] [overwrite=false].
 
 Exports the network to ONNX (dynamic batch, height and width) with everything needed to
 decode its outputs stored as metadata, then checks onnxruntime against PyTorch.
@@ -27,7 +27,7 @@ def export(cfg: dict) -> int:
     predictor = load_predictor(cfg["ckpt"], device=str(cfg.get("device", "cpu")))
     output = Path(cfg.get("output") or (run_dir() / "model.onnx"))
     report = export_onnx(predictor, output, opset=int(cfg.get("opset", 17)), atol=float(cfg.get("atol", 1e-4)),
-                         check=bool(cfg.get("check", True)))
+                         check=bool(cfg.get("check", True)), overwrite=bool(cfg.get("overwrite", False)))
     print(json.dumps(report, indent=2))
     return 0
 

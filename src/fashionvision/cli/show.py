@@ -1,7 +1,9 @@
 """fashion-show dataset.path=DIR [split=train] [n=8] [images=[...]] [seed=0] [output=DIR].
 
 Look at a converted dataset before training on it: boxes with class names, and masks
-(semi-transparent) when the folder has them, drawn over chosen or random images.
+(semi-transparent) when the folder has them, drawn over chosen or random images. Unreadable
+images are skipped, named and counted; boxes reaching past their image are clipped (and
+boxes outside it dropped) with a ``FILE:LINE: warning``, as training does.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 
 from fashionvision.annotations import Record
 from fashionvision.cli._hydra import run_dir, run_hydra
+from fashionvision.data.box_bounds import fit_boxes
 from fashionvision.data.converted import ConvertedDataset
 from fashionvision.data.image_io import ImageReadError, read_image, write_image
 from fashionvision.errors import UserError
@@ -49,8 +52,11 @@ def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
 
 
 def show(folder: str | Path, split: str, n: int, images: Sequence[str] | None, seed: int, output: Path,
-         masks: bool = True, alpha: float = 0.45) -> list[Path]:
-    """Render the chosen images of one split into PNGs under ``output``; return their paths."""
+         masks: bool = True, alpha: float = 0.45, skipped: list[str] | None = None) -> list[Path]:
+    """Render the chosen images of one split into PNGs under ``output``; return their paths.
+
+    Unreadable images are reported and skipped; their reasons are appended to ``skipped``.
+    """
     data = ConvertedDataset.open(folder)
     chosen = choose_records(data.records(split), images, n, seed, data.split_file(split))
     draw_masks = masks and data.has_masks
@@ -66,13 +72,18 @@ def show(folder: str | Path, split: str, n: int, images: Sequence[str] | None, s
         try:
             image = read_image(data.image_path(record))
         except ImageReadError as exc:
-            raise UserError(str(exc)) from exc
+            print(f"skipped: {exc}")
+            if skipped is not None:
+                skipped.append(str(exc))
+            continue
         if draw_masks:
             mask = read_mask(data.mask_path(record), image.shape[:2])
             if mask is not None:
                 image = overlay_mask(image, mask, alpha=alpha, colors=mask_colors)
                 image = mask_legend(image, mask, data.mask_classes or [], colors=mask_colors)
-        b = record.boxes
+        b, issues = fit_boxes(record, image.shape[1], image.shape[0], str(data.split_file(split)))
+        for issue in issues:
+            print(issue)
         image = draw_boxes(image, b[:, :4], b[:, 4], data.classes, colors=box_colors)
         target = output / (record.path.replace("/", "__").rsplit(".", 1)[0] + ".png")
         write_image(target, image)
@@ -85,14 +96,15 @@ def show_command(cfg: dict) -> int:
     images = cfg.get("images")
     if isinstance(images, str):
         images = [images]
+    skipped: list[str] = []
     written = show(cfg["dataset"]["path"], cfg["split"], int(cfg["n"]), images, int(cfg["seed"]), output,
-                   masks=bool(cfg["masks"]), alpha=float(cfg["alpha"]))
-    print(f"{len(written)} image(s) drawn into {output}")
-    return 0
+                   masks=bool(cfg["masks"]), alpha=float(cfg["alpha"]), skipped=skipped)
+    print(f"{len(written)} image(s) drawn into {output}, {len(skipped)} unreadable skipped")
+    return 0 if written else 1
 
 
 def main() -> None:
-    run_hydra("show", show_command)
+    run_hydra("show", show_command, dataset_alias=True)
 
 
 if __name__ == "__main__":

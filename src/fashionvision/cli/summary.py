@@ -65,7 +65,7 @@ def summary(cfg: dict) -> int:
 
 
 def main() -> None:
-    run_hydra("summary", summary)
+    run_hydra("summary", summary, dataset_alias=True)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def distributed_overrides(argv: list[str], env: dict) -> list[str]:
 
 def main() -> None:
     sys.argv = distributed_overrides(sys.argv, dict(os.environ))
-    run_hydra("train", train)
+    run_hydra("train", train, dataset_alias=True)
 
 
 if __name__ == "__main__":

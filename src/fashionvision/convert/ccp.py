@@ -49,9 +49,13 @@ def read_label_list(source: Path) -> list[str]:
         raise UserError(f"'{source}' is not a CCP folder: {path} is missing")
     try:
         cell = scipy.io.loadmat(str(path))["label_list"]
-    except (KeyError, ValueError, OSError) as exc:
-        raise UserError(f"{path}: cannot read the variable 'label_list' ({exc})") from exc
-    return [str(np.asarray(item).ravel()[0]) for item in np.asarray(cell).ravel()]
+        names = [str(np.asarray(item).ravel()[0]) for item in np.asarray(cell).ravel()]
+    except Exception as exc:  # scipy raises MatReadError, IndexError, OSError, ... on a damaged file
+        raise UserError(f"{path}: cannot read the variable 'label_list' (truncated or not a CCP "
+                        f"label list: {type(exc).__name__}: {exc})") from exc
+    if not names:
+        raise UserError(f"{path}: 'label_list' is empty")
+    return names
 
 
 def component_boxes(
@@ -88,6 +92,22 @@ def _find_photo(source: Path, stem: str) -> Path | None:
     return None
 
 
+def _check_decodes(photo: Path) -> None:
+    """Decode ``photo`` (at 1/8 scale where the format allows: fast) to catch a truncated file.
+
+    The header alone (:func:`image_size`) looks fine in a photo cut short by a failed copy;
+    training would then meet it as unreadable. PIL refuses truncated data by default.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(photo) as image:
+            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageReadError(photo, f"corrupt or truncated image ({exc})") from exc
+
+
 def _convert_one(job: tuple) -> tuple[str, str, np.ndarray | None, str | None]:
     """Worker: one pixel-level annotation -> (stem, image rel path, boxes or None, skip reason)."""
     source, staging, stem, class_of, num_labels, min_area_fraction, connectivity, write_masks = job
@@ -107,6 +127,7 @@ def _convert_one(job: tuple) -> tuple[str, str, np.ndarray | None, str | None]:
     height, width = groundtruth.shape
     try:
         photo_size = image_size(photo)
+        _check_decodes(photo)
     except ImageReadError as exc:
         return stem, rel, None, f"photo unreadable: {exc.reason}"
     if photo_size != (width, height):

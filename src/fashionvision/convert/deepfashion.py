@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fashionvision.annotations import Record, check_relative_path
+from fashionvision.annotations import INTEGER_RE, MAX_VALUE, Record, check_relative_path
 from fashionvision.convert.common import ConversionSummary, Skip, check_paths, progress, staged_output, write_converted
 from fashionvision.data.converted import SPLITS
 from fashionvision.data.image_io import ImageReadError, image_size
@@ -49,8 +49,15 @@ def read_list_file(
     if not path.is_file():
         raise UserError(f"'{root}' is not a DeepFashion folder: {path} is missing")
     columns = COLUMNS[name]
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
+    lines = []
+    # decoded line by line: one stray byte is reported as FILE:LINE, not a UnicodeDecodeError
+    for line_no, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            problems.append(f"{path}:{line_no}: not valid UTF-8 text (byte {raw[exc.start]:#04x} at "
+                            f"column {exc.start + 1})")
+            lines.append(raw.decode("utf-8", "replace"))
     rows: list[tuple[int, list[str]]] = []
     if len(lines) < 2:
         problems.append(f"{path}:1: expected the row count on line 1 and the column names on line 2")
@@ -79,10 +86,15 @@ def read_list_file(
 
 
 def _ints(fields: Sequence[str]) -> list[int] | None:
-    try:
-        return [int(v) for v in fields]
-    except ValueError:
+    """Plain ASCII decimal integers within the annotation bound, else None.
+
+    ``int()`` alone would take ``1_000`` and non-ASCII digits, and a huge value would overflow
+    the int64 box array.
+    """
+    if not all(INTEGER_RE.fullmatch(v) for v in fields):
         return None
+    values = [int(v) for v in fields]
+    return values if all(abs(v) <= MAX_VALUE for v in values) else None
 
 
 def parse_lists(root: Path) -> tuple[list[str], list[tuple[str, np.ndarray, int, str]]]:
@@ -128,7 +140,8 @@ def parse_lists(root: Path) -> tuple[list[str], list[tuple[str, np.ndarray, int,
     def parse_box(fields: Sequence[str], where: str) -> np.ndarray | None:
         values = _ints(fields)
         if values is None:
-            problems.append(f"{where}: box {' '.join(fields)} has a non-integer value")
+            problems.append(f"{where}: box {' '.join(fields)} has a non-integer value (or one outside "
+                            f"0..{MAX_VALUE})")
         elif min(values) < 0 or values[2] < values[0] or values[3] < values[1]:
             problems.append(f"{where}: box {' '.join(fields)} is not x_1 <= x_2, y_1 <= y_2 with coordinates >= 0")
         else:

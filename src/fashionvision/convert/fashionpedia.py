@@ -59,6 +59,9 @@ def load_coco(path: Path) -> dict:
             data = json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a COCO annotation file (the top level is a JSON "
+                        f"{type(data).__name__}, expected an object with images, annotations, categories)")
     missing = [key for key in ("images", "annotations", "categories") if not isinstance(data.get(key), list)]
     if missing:
         raise UserError(f"{path}: not a COCO annotation file (no list {', '.join(missing)})")
@@ -161,8 +164,10 @@ def convert(
             for ann in data["annotations"]:
                 bucket = by_image.get(ann.get("image_id"))
                 if bucket is None:
-                    if limit is None:
+                    if limit is None:  # with a limit, most images are left out on purpose
                         stats["annotations_orphan"] += 1
+                        skipped.append(Skip(f"{path.name}: annotation {ann.get('id')}",
+                                            f"unknown image_id {ann.get('image_id')!r} (no such image)"))
                     continue
                 if ann.get("category_id") in class_of:
                     bucket.append(ann)

@@ -46,14 +46,20 @@ class ConvertedDataset:
                 f"'{folder}' is not a converted dataset (no {METADATA}); run "
                 f"`fashion-convert <ccp|deepfashion|fashionpedia> output={folder}` first"
             )
-        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+        try:
+            metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UserError(f"{meta_path}: not readable JSON ({exc}); re-run fashion-convert") from exc
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("image_root", "."), str):
+            raise UserError(f"{meta_path}: expected a JSON object with a string 'image_root'; "
+                            "re-run fashion-convert")
         root = Path(metadata.get("image_root", "."))
         image_root = root if root.is_absolute() else (folder / root)
         if not image_root.is_dir() and metadata.get("image_root_abs"):
             image_root = Path(metadata["image_root_abs"])
-        classes = read_classes(folder / "classes.txt")
+        classes = _read_class_file(folder / "classes.txt")
         mask_file = folder / "mask_classes.txt"
-        mask_classes = read_classes(mask_file) if mask_file.is_file() else None
+        mask_classes = _read_class_file(mask_file) if mask_file.is_file() else None
         return cls(folder, image_root.resolve(), classes, mask_classes, metadata)
 
     @classmethod
@@ -88,6 +94,20 @@ class ConvertedDataset:
 
     def mask_path(self, record: Record) -> Path:
         return mask_path_for(self.folder, record.path)
+
+
+def _read_class_file(path: Path) -> list[str]:
+    """``read_classes`` with the user's problems (missing, unreadable, empty) as one-line errors."""
+    if not path.is_file():
+        raise UserError(f"{path} is missing: a converted dataset needs its class list; "
+                        "re-run fashion-convert")
+    try:
+        names = read_classes(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not readable as UTF-8 text ({exc})") from exc
+    if not names:
+        raise UserError(f"{path} lists no classes; re-run fashion-convert")
+    return names
 
 
 def mask_path_for(folder: str | os.PathLike, image_rel_path: str) -> Path:

@@ -18,8 +18,13 @@ datasets: the collates pad to the largest shape in the batch, at the bottom/righ
 Every image goes through one loader, :func:`fashionvision.data.cache.load_resized` (decode +
 resize to the training scale, long side = ``image_size``), either on the fly or via the
 :class:`~fashionvision.data.cache.ImageCache` (``cache=True``), so cached and uncached items
-are identical. Unreadable images are warned about once, counted in :attr:`bad_images`, and
-replaced by the next readable index so that training continues.
+are identical. Unreadable images are warned about once and counted in :attr:`bad_images`. In
+training they are replaced by the next readable index so that training continues; in
+evaluation (``train=False``) the item is ``None`` and the collates leave it out, so that the
+image counts neither in the ground truth nor in the predictions (nothing is scored twice).
+
+Boxes reaching past their image are clipped to it and boxes outside it dropped, with a
+``FILE:LINE: warning`` once per image (:mod:`fashionvision.data.box_bounds`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fashionvision.annotations import Record
+from fashionvision.data.box_bounds import fitted_record
 from fashionvision.data.cache import ImageCache, load_resized
 from fashionvision.data.converted import ConvertedDataset
 from fashionvision.data.image_io import ImageReadError
@@ -128,7 +134,13 @@ class FashionDataset(Dataset):
         else:
             mask_path = self.mask_paths[index] if self.mask_paths is not None else None
             image, mask, orig, scale = load_resized(self.image_paths[index], mask_path, self.long_side)
-        boxes, labels = record_boxes(self.records[index], scale)
+        record, issues = fitted_record(self.records[index], int(orig[1]), int(orig[0]),
+                                       str(self.data.split_file(self.split)))
+        if issues and record.path not in self._warned:
+            self._warned.add(record.path)
+            for issue in issues:
+                log.warning("%s", issue)
+        boxes, labels = record_boxes(record, scale)
         sample = {"image": image, "boxes": boxes, "labels": labels, "index": index,
                   "orig_size": orig, "resize_scale": scale}
         if mask is not None:
@@ -154,8 +166,18 @@ class FashionDataset(Dataset):
         """The augmentation generator of ``index`` in the current epoch (resume-exact)."""
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
-    def __getitem__(self, index: int) -> dict:
-        sample = self._load_readable(index)
+    def __getitem__(self, index: int) -> dict | None:
+        if not self.train:
+            try:
+                sample = self.load_sample(index)
+            except ImageReadError as exc:
+                # evaluation: substituting another image would score it twice and count the
+                # missing one's ground truth as misses; leave it out instead (collates drop None)
+                self._bad[0] += 1
+                log.warning("skipping unreadable image (left out of the evaluation): %s", exc)
+                return None
+        else:
+            sample = self._load_readable(index)
         out = self.transform(sample, self.rng_for(index), fetch=self._load_readable, length=len(self))
         i = sample["index"]
         item = {
@@ -208,6 +230,9 @@ def _pad_stack(tensors: list[torch.Tensor], value: int) -> torch.Tensor:
 
 def detection_collate(items: list[dict]) -> dict:
     """``{"images": uint8 [B,3,H,W], "targets": float32 [M,6] (batch_index, cls, x1, y1, x2, y2), "metas"}``."""
+    items = [it for it in items if it is not None]  # unreadable evaluation images
+    if not items:
+        return {"images": torch.zeros(0, 3, 1, 1, dtype=torch.uint8), "targets": torch.zeros(0, 6), "metas": []}
     targets = [torch.cat([torch.full((len(it["labels"]), 1), float(k)),
                           it["labels"].float().unsqueeze(1), it["boxes"].float()], dim=1)
                for k, it in enumerate(items)]
@@ -218,6 +243,10 @@ def detection_collate(items: list[dict]) -> dict:
 
 def segmentation_collate(items: list[dict], ignore_index: int = IGNORE_INDEX) -> dict:
     """``{"images": uint8 [B,3,H,W], "masks": int64 [B,H,W], "metas"}`` (padding = ignore_index)."""
+    items = [it for it in items if it is not None]  # unreadable evaluation images
+    if not items:
+        return {"images": torch.zeros(0, 3, 1, 1, dtype=torch.uint8),
+                "masks": torch.zeros(0, 1, 1, dtype=torch.int64), "metas": []}
     return {"images": pad_collate_images([it["image"] for it in items]),
             "masks": pad_collate_masks([it["mask"] for it in items], ignore_index),
             "metas": [it["meta"] for it in items]}

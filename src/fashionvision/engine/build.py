@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from fashionvision.errors import UserError
+from fashionvision.errors import UserError, int_setting
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -116,6 +116,8 @@ def build_loader(dataset: Dataset, batch_size: int, workers: int, collate: Calla
                  sampler: torch.utils.data.Sampler | None = None, drop_last: bool = False,
                  pin_memory: bool = False, seed: int = 0) -> DataLoader:
     """A loader with pinned memory and persistent workers when they help."""
+    workers = int_setting("workers", workers, 0)
+    batch_size = int_setting("batch_size", batch_size, 1)
     generator = torch.Generator()
     generator.manual_seed(seed)
     kwargs: dict[str, Any] = {}

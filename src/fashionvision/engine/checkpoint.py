@@ -203,6 +203,43 @@ def load_matching(model: nn.Module, state: dict, source: str = "checkpoint") -> 
     return skipped
 
 
+def resume_mismatch(state: dict, model: nn.Module, described: dict, model_cfg: dict) -> str | None:
+    """Why ``state`` cannot continue this run's ``model``, in words, or None when it can.
+
+    Checked in the order a user can act on: another model family (``model=unet`` on a yolo
+    run), other classes, then tensors of other shapes (``model.width`` changed), naming the
+    ``model.*`` settings that differ rather than PyTorch's size-mismatch dump.
+    """
+    theirs_desc = state.get("task") or {}
+    theirs_cfg = dict((state.get("config") or {}).get("model") or {})
+    their_model = theirs_desc.get("model") or theirs_cfg.get("name")
+    our_model = described.get("model") or model_cfg.get("name")
+    if their_model and our_model and their_model != our_model:
+        return (f"it holds a model={their_model} ({theirs_desc.get('task', '?')}) run, this run builds "
+                f"model={our_model} ({described.get('task', '?')}); resume with model={their_model}, or "
+                "train the new model in a fresh run folder (hydra.run.dir=...)")
+    theirs, ours = theirs_desc.get("classes"), list(described.get("classes") or [])
+    if theirs is not None and list(theirs) != ours:
+        return (f"it was trained on {len(theirs)} classes, the data has {len(ours)}"
+                f"{'' if len(theirs) != len(ours) else ' (other names)'}")
+    weights = state.get("model")
+    if not isinstance(weights, dict):
+        return "it holds no model weights"
+    own = model.state_dict()
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in weights.items()
+              if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(own[k].shape)]
+    names = [k for k in own if k not in weights] + [k for k in weights if k not in own]
+    if not shapes and not names:
+        return None
+    changed = [f"model.{k}={theirs_cfg.get(k)!r} in the checkpoint, {model_cfg.get(k)!r} now"
+               for k in sorted(set(theirs_cfg) | set(model_cfg))
+               if k not in ("weights", "encoder_weights") and theirs_cfg.get(k) != model_cfg.get(k)]
+    detail = "; ".join(changed) if changed else "the model's layers differ"
+    count = f"{len(shapes)} tensors of other shapes" if shapes else f"{len(names)} tensors missing or extra"
+    example = (shapes or names)[0]
+    return f"its model does not match this run's ({detail}; {count}, e.g. {example})"
+
+
 def load_pretrained(model: nn.Module, path: str | os.PathLike, classes: list[str] | None = None) -> list[str]:
     """Fine-tuning start: ``model.weights=PATH``, skipping layers whose shapes differ.
 

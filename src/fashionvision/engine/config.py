@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from dataclasses import dataclass, fields
 from typing import Any
@@ -130,6 +131,10 @@ def parse_trainer_config(raw: dict | TrainerConfig) -> TrainerConfig:
     for key in _POSITIVE:
         if getattr(cfg, key) < 1:
             raise UserError(f"trainer.{key} must be at least 1, got {getattr(cfg, key)}")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise UserError(f"trainer.lr must be a positive number, got {cfg.lr}")
+    if cfg.workers < 0:
+        raise UserError(f"trainer.workers must be 0 (load in the main process) or more, got {cfg.workers}")
     if cfg.checkpoint_every_steps is not None and cfg.checkpoint_every_steps < 1:
         raise UserError("trainer.checkpoint_every_steps must be at least 1 (or null)")
     cfg.max_seconds  # validates the duration now rather than mid-run

@@ -30,7 +30,7 @@ from torch import nn
 from fashionvision.engine import distributed as du
 from fashionvision.engine.build import (EpochAware, ResumableSampler, build_loader, resolve_device,
                                         seed_everything, to_device)
-from fashionvision.engine.checkpoint import (BEST, CHECKPOINT_DIR, LAST, find_resume_checkpoint,
+from fashionvision.engine.checkpoint import (BEST, CHECKPOINT_DIR, LAST, find_resume_checkpoint, resume_mismatch,
                                              load_checkpoint, load_pretrained, rng_state,
                                              save_checkpoint, set_rng_state)
 from fashionvision.engine.config import TrainerConfig, parse_trainer_config, to_dict
@@ -181,12 +181,10 @@ class Trainer:
 
     def _load_resume(self, path: Path) -> dict:
         state = load_checkpoint(path, map_location=self.device)
-        theirs = (state.get("task") or {}).get("classes")
-        ours = list(self.task.class_names)
-        if theirs is not None and list(theirs) != ours:
-            raise UserError(f"cannot resume from '{path}': it was trained on {len(theirs)} classes, the data "
-                            f"has {len(ours)}{'' if len(theirs) != len(ours) else ' (other names)'}; "
-                            f"use model.weights={path} to fine-tune instead")
+        problem = resume_mismatch(state, unwrap(self.model), self.task.describe(), self.task.model_cfg)
+        if problem:
+            raise UserError(f"cannot resume from '{path}': {problem}; use model.weights={path} to "
+                            "fine-tune instead")
         self.model.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema"):
             self.ema.load_state_dict(state["ema"])

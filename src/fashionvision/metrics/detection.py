@@ -185,24 +185,70 @@ def plot_pr_curve(ev, class_names: Sequence[str], path: Path, instances: dict | 
     plt.close(fig)
 
 
-def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: Path) -> None:
-    """Row-normalised confusion matrix (last row/column = background)."""
-    import matplotlib
+#: cell values are written when at most this many rows are shown (else they cannot be read)
+ANNOTATE_MAX_CLASSES = 30
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    names = list(class_names) + ["background"]
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    size = max(6, 0.18 * len(names))
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
-    ax.set_yticks(range(len(names)), names, fontsize=6)
-    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (row-normalised)")
+def confusion_view(cm: np.ndarray, class_names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """The matrix as plotted: classes without ground truth in the split left out.
+
+    Rows and columns keep the classes with at least one ground-truth box, then "background".
+    Predictions of left-out classes are not lost: they are summed into a last column,
+    "not in split", when there are any.
+    """
+    cm = np.asarray(cm, dtype=np.int64)
+    nc = len(class_names)
+    keep = [k for k in range(nc) if cm[k, :].sum() > 0]
+    dropped = [k for k in range(nc) if k not in keep]
+    rows = keep + [nc]
+    view = cm[np.ix_(rows, rows)]
+    names = [str(class_names[k]) for k in keep] + ["background"]
+    other = cm[np.ix_(rows, dropped)].sum(axis=1) if dropped else np.zeros(len(rows), dtype=np.int64)
+    if other.any():
+        view = np.concatenate([view, other[:, None]], axis=1)
+    return view, names + (["not in split"] if other.any() else [])
+
+
+def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: Path, conf: float | None = None,
+                          iou: float | None = None) -> dict:
+    """Row-normalised confusion matrix at the operating point, with a colour bar and cell values.
+
+    Only classes present in the split's ground truth are shown (:func:`confusion_view`); the
+    title names the score and IoU thresholds the matching used. Returns what was drawn
+    (``rows``, ``columns``, ``annotated``) for tests and reports.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    view, names = confusion_view(cm, class_names)
+    rows = [n for n in names if n != "not in split"]
+    norm = view / np.maximum(view.sum(1, keepdims=True), 1)
+    size = max(6.0, 0.3 * len(names) + 2.5)
+    fig = Figure(figsize=(size + 1.2, size))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    fontsize = 7 if len(names) > 20 else 9
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=fontsize)
+    ax.set_yticks(range(len(rows)), rows, fontsize=fontsize)
+    where = []
+    if conf is not None:
+        where.append(f"score >= {conf:g}")
+    if iou is not None:
+        where.append(f"IoU >= {iou:g}")
+    title = "confusion matrix" + (f" at {', '.join(where)}" if where else "") + "\n(rows: true class, normalised)"
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    annotated = len(rows) <= ANNOTATE_MAX_CLASSES
+    if annotated:
+        for r, c in zip(*np.nonzero(view)):
+            value = norm[r, c]
+            ax.text(c, r, f"{value:.2f}".lstrip("0") if value < 1 else "1", ha="center", va="center",
+                    fontsize=max(5, fontsize - 2), color="white" if value > 0.5 else "black")
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("share of the true class's boxes")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return {"rows": rows, "columns": names, "annotated": annotated, "title": title}
 
 
 def write_report(output_dir: str | Path, gt: dict, results: list[dict], class_names: Sequence[str],
@@ -224,7 +270,7 @@ def write_report(output_dir: str | Path, gt: dict, results: list[dict], class_na
     for annotation in gt["annotations"]:
         instances[annotation["category_id"]] = instances.get(annotation["category_id"], 0) + 1
     plot_pr_curve(ev, class_names, out / "pr_curve.png", instances)
-    plot_confusion_matrix(cm, class_names, out / "confusion_matrix.png")
+    plot_confusion_matrix(cm, class_names, out / "confusion_matrix.png", conf=conf, iou=iou)
     return metrics
 
 

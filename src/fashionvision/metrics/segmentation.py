@@ -27,6 +27,15 @@ import numpy as np
 import torch
 
 
+#: names datasets give their background class (index 0); every table and figure says "background"
+BACKGROUND_ALIASES = ("null", "", "bg", "_background_", "__background__", "background")
+
+
+def background_name(name: str, index: int) -> str:
+    """``"background"`` for class 0 under any of its dataset names (CCP calls it ``null``), else ``name``."""
+    return "background" if index == 0 and str(name).strip().lower() in BACKGROUND_ALIASES else str(name)
+
+
 class ConfusionMatrix:
     """A ``[C, C]`` int64 confusion matrix accumulated on ``device``.
 
@@ -75,7 +84,8 @@ def metrics_from_confusion(matrix: np.ndarray, class_names: list[str] | None = N
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     c = matrix.shape[0]
-    names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
+    names = [background_name(n, i) for i, n in enumerate(class_names)] if class_names is not None \
+        else [str(i) for i in range(c)]
     if len(names) != c:
         raise ValueError(f"{len(names)} class names for a {c}-class confusion matrix")
     tp = np.diag(matrix)
@@ -129,6 +139,7 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path)
     with np.errstate(divide="ignore", invalid="ignore"):
         norm = matrix / matrix.sum(axis=1, keepdims=True)
     norm = np.nan_to_num(norm)
+    class_names = [background_name(n, i) for i, n in enumerate(class_names)]
     c = len(class_names)
     size = max(6.0, 0.22 * c + 2.0)
     fig = _figure((size, size))

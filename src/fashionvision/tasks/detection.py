@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from fashionvision.errors import UserError
+from fashionvision.errors import UserError, int_setting
 from fashionvision.tasks.base import Task, unwrap
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class DetectionTask(Task):
     def __init__(self, model_cfg: dict, data, augment_cfg: dict | None = None,
                  anchors_cfg: dict | None = None):
         super().__init__(model_cfg, data, augment_cfg, anchors_cfg)
-        self.image_size = int(self.model_cfg.get("image_size", 416))
+        self.image_size = int_setting("model.image_size", self.model_cfg.get("image_size", 416), 32)
         if self.image_size % 32:
             raise UserError(f"model.image_size={self.image_size} must be a multiple of 32")
         self._anchors: np.ndarray | None = None
@@ -172,6 +172,8 @@ class DetectionTask(Task):
         max_det = int(self.model_cfg.get("max_det", 300))
         images, results, seconds = [], [], 0.0
         for batch in loader:
+            if not batch["metas"]:
+                continue  # every image of the batch was unreadable (skipped by the dataset)
             x = batch["images"].to(device, non_blocking=True)
             sync = device.type == "cuda"
             if sync:

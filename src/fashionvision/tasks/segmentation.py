@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from fashionvision.errors import UserError
+from fashionvision.errors import UserError, int_setting
 from fashionvision.tasks.base import Task, unwrap
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class SegmentationTask(Task):
                 f"dataset '{data.name}' has no segmentation masks (DeepFashion has boxes only), so "
                 "model=unet cannot train or evaluate on it; use dataset=ccp or dataset=fashionpedia, "
                 "or model=yolo for detection")
-        self.image_size = int(self.model_cfg.get("image_size", 416))
+        self.image_size = int_setting("model.image_size", self.model_cfg.get("image_size", 416), 32)
         self.ignore_index = int(self.model_cfg.get("ignore_index", 255))
         if len(data.mask_classes) > self.ignore_index:
             raise UserError(f"{len(data.mask_classes)} mask classes collide with "
@@ -207,6 +207,8 @@ class SegmentationTask(Task):
         try:
             for batch in loader:
                 metas = batch["metas"]
+                if not metas:
+                    continue  # every image of the batch was unreadable (skipped by the dataset)
                 # read the ground truth before timing: disk I/O is not the model's speed
                 truths = [torch.from_numpy(self._original_mask(m).astype(np.int64)) for m in metas]
                 started = time.perf_counter()
