@@ -76,6 +76,7 @@ class Trainer:
         self.amp = self.amp_dtype is not None and (self.cuda or self.amp_dtype == torch.bfloat16)
         self.channels_last = self.cfg.channels_last and self.cuda
         self.status = "created"
+        self.validated_epoch = -1  # the last epoch validated in this process
         self.metrics: dict[str, float] = {}
         self.inject_nan = {int(x) for x in os.environ.get(INJECT_NAN_ENV, "").split(",") if x.strip()}
         self._stop_signal = False
@@ -384,6 +385,7 @@ class Trainer:
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _in_main_thread() else None
         try:
             self.status = "running"
+            train_losses = None
             while (cfg.max_seconds is not None or self.epoch < cfg.epochs) and not self._sync_stop():
                 train_losses = self.train_one_epoch()
                 du.broadcast_buffers(self.model)
@@ -398,18 +400,7 @@ class Trainer:
                 last_epoch = cfg.max_seconds is None and self.epoch >= cfg.epochs
                 improved = False
                 if self.epoch % cfg.val_every == 0 or last_epoch or self._time_up():
-                    self.metrics = self.validate()
-                    self.logger.scalars("val", self.metrics, self.epoch)
-                    value = self.metrics[self.task.primary_metric]
-                    improved = value > self.best_metric
-                    if improved:
-                        self.best_metric, self.best_epoch, self.epochs_without_gain = value, self.epoch, 0
-                    else:
-                        self.epochs_without_gain += 1
-                    self.on_validation_end(self.epoch, self.metrics)
-                    log.info("epoch %d: loss %.4g, %s %.4f (best %.4f at epoch %d), %.0f img/s",
-                             self.epoch, train_losses.get("loss", float("nan")), self.task.primary_metric,
-                             value, self.best_metric, self.best_epoch, train_losses["img_per_s"])
+                    improved = self._validate_epoch(train_losses)
                 else:
                     log.info("epoch %d: loss %.4g, %.0f img/s", self.epoch,
                              train_losses.get("loss", float("nan")), train_losses["img_per_s"])
@@ -425,6 +416,10 @@ class Trainer:
                     self.save()
                     self.status = "preempted"
                     return self.metrics
+                if self._time_up() and train_losses is not None and self.validated_epoch != self.epoch:
+                    # the budget ran out during the epoch-end work (checkpoint write) after an
+                    # epoch that ended just inside it: the final validation is still owed
+                    self.save(best=self._validate_epoch(train_losses))
                 self.status = "time_budget" if self._time_up() else "completed"
             self._write_metrics()
             return self.metrics
@@ -432,6 +427,23 @@ class Trainer:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             self.logger.close()
+
+    def _validate_epoch(self, train_losses: dict[str, float]) -> bool:
+        """Validate after epoch ``self.epoch``, track the best; True when it improved."""
+        self.metrics = self.validate()
+        self.validated_epoch = self.epoch
+        self.logger.scalars("val", self.metrics, self.epoch)
+        value = self.metrics[self.task.primary_metric]
+        improved = value > self.best_metric
+        if improved:
+            self.best_metric, self.best_epoch, self.epochs_without_gain = value, self.epoch, 0
+        else:
+            self.epochs_without_gain += 1
+        self.on_validation_end(self.epoch, self.metrics)
+        log.info("epoch %d: loss %.4g, %s %.4f (best %.4f at epoch %d), %.0f img/s",
+                 self.epoch, train_losses.get("loss", float("nan")), self.task.primary_metric,
+                 value, self.best_metric, self.best_epoch, train_losses["img_per_s"])
+        return improved
 
     def _write_metrics(self) -> None:
         if not self.dist.is_main:
