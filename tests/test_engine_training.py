@@ -130,3 +130,52 @@ def test_fresh_run_into_a_folder_with_checkpoints_is_refused(toy_data: Path, tmp
     trainer = _run(toy_data, tmp_path, epochs=1, overwrite=True)  # and so is an explicit overwrite
     assert trainer.step == 4
     assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["step"] == 4
+
+
+@pytest.mark.parametrize("amp, autocast", [("bf16", True), ("fp16", False), ("none", False)])
+def test_bf16_autocast_on_cpu(toy_data: Path, tmp_path: Path, monkeypatch, amp: str, autocast: bool) -> None:
+    """trainer.amp=bf16 autocasts the CPU forward (AMX Xeons: faster steps); fp16 stays CUDA-only."""
+    seen: list[tuple[bool, torch.dtype]] = []
+    original = ToyTask.compute_losses
+
+    def spy(self, model, batch):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return original(self, model, batch)
+
+    monkeypatch.setattr(ToyTask, "compute_losses", spy)
+    trainer = _run(toy_data, tmp_path, amp=amp, epochs=1)
+    assert trainer.status == "completed" and trainer.step == 4
+    assert seen and all(enabled == autocast for enabled, _ in seen)
+    if autocast:
+        assert all(dtype == torch.bfloat16 for _, dtype in seen)
+    assert not trainer.scaler.is_enabled()  # no GradScaler on a CPU (bf16 needs none)
+    params = trainer.model.state_dict().values()
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in params if v.is_floating_point())
+
+
+def test_budget_running_out_during_the_epoch_end_checkpoint_still_validates(toy_data: Path, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    """An epoch that ends just inside max_time, whose checkpoint write uses up the rest: the run
+    used to end with no final validation (empty metrics); the final validation is owed."""
+    saves: list[bool] = []
+    original_save = Trainer.save
+
+    def slow_save(self, *args, **kwargs):
+        saves.append(True)
+        if len(saves) == 1:  # the first epoch-end checkpoint "takes" the rest of the budget
+            self._start_time_up = True
+        return original_save(self, *args, **kwargs)
+
+    def time_up(self) -> bool:
+        return getattr(self, "_start_time_up", False)
+
+    def sync_stop(self) -> bool:
+        return self._stop_signal or time_up(self)
+
+    monkeypatch.setattr(Trainer, "save", slow_save)
+    monkeypatch.setattr(Trainer, "_time_up", time_up)
+    monkeypatch.setattr(Trainer, "_sync_stop", sync_stop)
+    trainer = _run(toy_data, tmp_path, max_time="1h", val_every=1000)
+    assert trainer.status == "time_budget" and trainer.epoch == 1
+    assert trainer.metrics and trainer.validated_epoch == 1
+    assert json.loads((tmp_path / "metrics.json").read_text())["final"]

@@ -7,6 +7,7 @@ so a task rebuilt without its augment group (inference from a checkpoint) behave
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fashionvision.config import check_probability, require
 
@@ -29,11 +30,14 @@ class AugmentConfig:
     crop_min_side: float = 0.6
     mosaic: float = 0.0
     close_mosaic: float = 0.0  # detection: fraction of training at the end without mosaic
+    crop_size: Any = None  # segmentation patches: random windows (an int or [h, w]) at the same scale
+    crop_max_ratio: float = 1.0  # with crop_size: redraw windows dominated by one class beyond this share
 
     def check(self) -> None:
         for key in ("hflip", "vflip", "crop", "mosaic", "crop_min_side", "close_mosaic"):
             check_probability(f"augment.{key}", getattr(self, key))
         for key in ("hsv_h", "hsv_s", "hsv_v", "contrast", "translate", "rotate"):
             require(getattr(self, key) >= 0, f"augment.{key}", getattr(self, key), ">= 0")
+        require(0 < self.crop_max_ratio <= 1, "augment.crop_max_ratio", self.crop_max_ratio, "in (0, 1]")
         require(len(self.scale) == 2 and 0 < float(self.scale[0]) <= float(self.scale[1]), "augment.scale",
                 self.scale, "[low, high] with 0 < low <= high")

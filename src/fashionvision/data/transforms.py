@@ -25,10 +25,12 @@ PAD_VALUE = 114
 IGNORE_INDEX = 255
 MIN_BOX_SIDE = 2.0      # boxes thinner than this (pixels) after a transform are dropped
 MIN_AREA_KEPT = 0.2     # ... and boxes keeping less than this share of their area
+CROP_TRIES = 10         # windows drawn at most to satisfy augment.crop_max_ratio
 
 Shape = tuple[int, int]  # (height, width)
 AUGMENT_KEYS = frozenset({"name", "hflip", "vflip", "hsv_h", "hsv_s", "hsv_v", "contrast", "scale",
-                          "translate", "rotate", "crop", "crop_min_side", "mosaic", "close_mosaic"})
+                          "translate", "rotate", "crop", "crop_min_side", "mosaic", "close_mosaic",
+                          "crop_size", "crop_max_ratio"})
 
 
 def as_shape(size: int | tuple[int, int] | list[int]) -> Shape:
@@ -163,6 +165,14 @@ def warp_sample(sample: dict, matrix: np.ndarray, out_shape: Shape, pad_value: i
     return out
 
 
+def warp_mask(mask: np.ndarray, matrix: np.ndarray, out_shape: Shape, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """The mask part of :func:`warp_sample` alone (nearest, border = ``ignore_index``)."""
+    cv_matrix = matrix.astype(np.float64).copy()
+    cv_matrix[:, 2] += matrix[:, :2].sum(axis=1) * 0.5 - 0.5
+    return cv2.warpAffine(_mask_border(mask, ignore_index), cv_matrix, (out_shape[1], out_shape[0]),
+                          flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=ignore_index)
+
+
 def letterbox_sample(sample: dict, out_shape: Shape, pad_value: int = PAD_VALUE,
                      ignore_index: int = IGNORE_INDEX) -> dict:
     """Letterbox a whole sample (evaluation, and training with augmentation off).
@@ -265,6 +275,14 @@ class TrainTransform:
         self.close_mosaic = float(cfg.get("close_mosaic", 0.0))
         if not 0.0 <= self.close_mosaic <= 1.0:
             raise ValueError(f"augment close_mosaic must be a fraction of training in [0, 1], not {self.close_mosaic}")
+        # Segmentation patches: train on random (h, w) windows of the augmented image at the
+        # SAME scale, infer on whole images (a fully convolutional model does not mind).
+        self.crop_size = _parse_crop_size(cfg.get("crop_size"))
+        # ... preferring windows where no single class (background, mostly) covers more than
+        # this share of the labelled pixels (up to CROP_TRIES draws; mmseg's cat_max_ratio)
+        self.crop_max_ratio = float(cfg.get("crop_max_ratio") or 1.0)
+        if not 0 < self.crop_max_ratio <= 1:
+            raise ValueError(f"augment crop_max_ratio must be in (0, 1], not {self.crop_max_ratio}")
 
     def shape_for(self, h: int, w: int) -> Shape:
         return target_shape(self.out_shape, h, w, self.rect)
@@ -300,8 +318,9 @@ class TrainTransform:
                   rng.uniform(-self.translate, self.translate) * out_h) if self.translate else (0.0, 0.0))
         flip_h = self.hflip > 0 and rng.random() < self.hflip
         flip_v = self.vflip > 0 and rng.random() < self.vflip
+        window = crop_window(out_shape, self.crop_size, rng) if self.crop_size else None
 
-        if start is None and angle == 0.0 and gain == 1.0 and shift == (0.0, 0.0):
+        if start is None and angle == 0.0 and gain == 1.0 and shift == (0.0, 0.0) and window is None:
             # exact letterbox (no second interpolation); flips are exact array flips
             out = letterbox_sample(sample, out_shape, self.pad_value, self.ignore_index)
             if flip_h:
@@ -316,11 +335,31 @@ class TrainTransform:
                 m = np.array([[-1.0, 0, out_w], [0, 1, 0], [0, 0, 1]]) @ m
             if flip_v:
                 m = np.array([[1.0, 0, 0], [0, -1, out_h], [0, 0, 1]]) @ m
+            if window is not None:  # a pure translation: the patch keeps the training scale
+                if self.crop_max_ratio < 1 and sample.get("mask") is not None:
+                    window = self._balanced_window(sample["mask"], m[:2], out_shape, window, rng)
+                (y0, x0), out_shape = window
+                m = np.array([[1.0, 0, -x0], [0, 1, -y0], [0, 0, 1]]) @ m
             out = warp_sample(sample, m[:2], out_shape, self.pad_value, self.ignore_index)
             out["scale"], out["pad"] = float(scale), (int(pad[0]), int(pad[1]))
         if self.color_on_cpu and any(self.hsv):
             out["image"] = color_jitter(out["image"], rng, *self.hsv)
         return out
+
+    def _balanced_window(self, mask: np.ndarray, matrix: np.ndarray, out_shape: Shape,
+                         window: tuple[tuple[int, int], Shape], rng: np.random.Generator,
+                         ) -> tuple[tuple[int, int], Shape]:
+        """The first of up to CROP_TRIES windows whose largest class is <= crop_max_ratio."""
+        full = warp_mask(mask, matrix, out_shape, self.ignore_index)
+        for attempt in range(CROP_TRIES):
+            if attempt:
+                window = crop_window(out_shape, self.crop_size, rng)
+            (top, left), (h, w) = window
+            values = full[top:top + h, left:left + w].ravel()
+            counts = np.bincount(values[values != self.ignore_index])
+            if counts.sum() and counts.max() <= self.crop_max_ratio * counts.sum():
+                break
+        return window
 
     @staticmethod
     def _flip(sample: dict, axis: int) -> dict:
@@ -372,6 +411,30 @@ class TrainTransform:
         return out
 
 
+def _parse_crop_size(value) -> Shape | None:
+    """``augment.crop_size``: null, an int (square) or [height, width] of positive ints."""
+    if value is None:
+        return None
+    try:
+        shape = as_shape(value if isinstance(value, (int, np.integer)) else tuple(value))
+    except (TypeError, ValueError):
+        shape = (0, 0)
+    if min(shape) < 1:
+        raise ValueError(f"augment crop_size must be null, a positive int or [height, width], not {value!r}")
+    return shape
+
+
+def crop_window(out_shape: Shape, crop_size: Shape, rng: np.random.Generator) -> tuple[tuple[int, int], Shape]:
+    """``((top, left), (h, w))``: a uniformly placed ``crop_size`` window inside ``out_shape``.
+
+    A window larger than the output is shrunk to it (small images train whole).
+    """
+    h, w = min(crop_size[0], out_shape[0]), min(crop_size[1], out_shape[1])
+    top = int(rng.integers(0, out_shape[0] - h + 1))
+    left = int(rng.integers(0, out_shape[1] - w + 1))
+    return (top, left), (h, w)
+
+
 def build_train_transform(augment_cfg: dict | None, out_shape: int | tuple[int, int], task: str,
                           color_on_cpu: bool = True, rect: bool | None = None,
                           pad_value: int = PAD_VALUE, ignore_index: int = IGNORE_INDEX) -> TrainTransform:
@@ -379,7 +442,8 @@ def build_train_transform(augment_cfg: dict | None, out_shape: int | tuple[int, 
 
     Args:
         augment_cfg: keys of ``configs/augment/default.yaml`` (hflip, vflip, hsv_h, hsv_s,
-            hsv_v, contrast, scale, translate, rotate, crop, mosaic); missing keys are off.
+            hsv_v, contrast, scale, translate, rotate, crop, mosaic, crop_size); missing keys
+            are off. ``crop_size`` ([h, w]) trains on random windows of that size, same scale.
         out_shape: int (square, or rectangular per image when ``rect``) or (H, W).
         task: "detection" or "segmentation" (mosaic is applied to detection only).
         color_on_cpu: False when colour jitter runs batched on the GPU instead

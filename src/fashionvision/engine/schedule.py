@@ -37,7 +37,11 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
     """AdamW or SGD (Nesterov momentum) over :func:`param_groups`."""
     groups = param_groups(model, weight_decay)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(momentum if momentum < 1 else 0.9, 0.999))
+        # on a CPU torch's default AdamW loops over the tensors in Python: the fused kernel is
+        # about 4x faster (MobileNetV2 U-Net, one thread: 63 -> 14 ms per step)
+        on_cpu = all(p.device.type == "cpu" for g in groups for p in g["params"])
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum if momentum < 1 else 0.9, 0.999),
+                                 fused=True if on_cpu else None)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
     raise UserError(f"unknown optimizer '{name}'; choose adamw or sgd")

@@ -77,9 +77,12 @@ class Trainer:
         self.device = resolve_device(self.cfg.device, self.dist.local_rank)
         self.cuda = self.device.type == "cuda"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.amp)
-        self.amp = self.amp_dtype is not None and self.cuda  # CPU autocast is slower than fp32
+        # bf16 autocast also on a CPU when asked (AMX/avx512_bf16 Xeons: about 1.4x faster steps);
+        # fp16 stays CUDA-only (it needs the GradScaler), and trainer/cpu.yaml keeps amp: none
+        self.amp = self.amp_dtype is not None and (self.cuda or self.amp_dtype == torch.bfloat16)
         self.channels_last = self.cfg.channels_last and self.cuda
         self.status = "created"
+        self.validated_epoch = -1  # the last epoch validated in this process
         self.metrics: dict[str, float] = {}
         self.best_per_class: list[dict] = []
         self.val_seconds: float | None = None  # duration of the last validation (budget reserve)
@@ -423,6 +426,7 @@ class Trainer:
         self.stop_signals = StopSignals(self._on_stop_signal).__enter__()
         try:
             self.status = "running"
+            train_losses = None
             # (a fresh run always trains: a budget spent by the setup still gets one step)
             while ((cfg.max_seconds is not None or self.epoch < cfg.epochs)
                    and not (self._sync_stop() and self.step > 0)):
@@ -441,15 +445,8 @@ class Trainer:
                 last_epoch = cfg.max_seconds is None and self.epoch >= cfg.epochs
                 improved, validated = False, None
                 if self.epoch % cfg.val_every == 0 or last_epoch or self._time_up():
-                    self.metrics = validated = self.validate()
-                    self.logger.scalars("val", self.metrics, self.epoch)
-                    value = self.metrics[self.task.primary_metric]
-                    improved = value > self.best_metric
-                    if improved:
-                        self.best_metric, self.best_epoch, self.epochs_without_gain = value, self.epoch, 0
-                        self.best_per_class = getattr(self, "last_per_class", [])
-                    else:
-                        self.epochs_without_gain += 1
+                    improved = self._validate_epoch()
+                    validated = self.metrics
                 log.info("%s", report.epoch_line(self.epoch, train_losses, validated, self.task.primary_metric,
                                                  self.best_metric, self.best_epoch))
                 self.train_seconds = self._seconds_before + time.perf_counter() - self._fit_started
@@ -468,6 +465,10 @@ class Trainer:
                     self.status = "preempted"
                     self._write_metrics()
                     return self.metrics
+                if self._time_up() and train_losses is not None and self.validated_epoch != self.epoch:
+                    # the budget ran out during the epoch-end work (checkpoint write) after an
+                    # epoch that ended just inside it: the final validation is still owed
+                    self.save(best=self._validate_epoch())
                 self.status = "time_budget" if self._time_up() else "completed"
             self._write_metrics()
             return self.metrics
@@ -476,6 +477,20 @@ class Trainer:
             # the workers ignore SIGTERM/SIGINT: stop them here, not at interpreter exit
             shutdown_loader_workers(getattr(self, "train_loader", None), getattr(self, "val_loader", None))
             self.logger.close()
+
+    def _validate_epoch(self) -> bool:
+        """Validate after epoch ``self.epoch``, track the best; True when it improved."""
+        self.metrics = self.validate()
+        self.validated_epoch = self.epoch
+        self.logger.scalars("val", self.metrics, self.epoch)
+        value = self.metrics[self.task.primary_metric]
+        improved = value > self.best_metric
+        if improved:
+            self.best_metric, self.best_epoch, self.epochs_without_gain = value, self.epoch, 0
+            self.best_per_class = getattr(self, "last_per_class", [])
+        else:
+            self.epochs_without_gain += 1
+        return improved
 
     def _write_metrics(self) -> None:
         if not self.dist.is_main:

@@ -1,0 +1,56 @@
+"""scripts/peers/segmentation.py: our U-Net and the plain smp loop, trained side by side and
+scored by our evaluator, end to end on real CCP images at a tiny budget (issue 9)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_module():
+    spec = importlib.util.spec_from_file_location("peers_segmentation", ROOT / "scripts" / "peers" / "segmentation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_loop_uses_the_encoder_of_our_recipe():
+    module = load_module()
+    assert module.experiment_for("cpu") == "unet_cpu_10m"
+    assert module.experiment_for("cuda") == "unet_ccp_130s"
+    assert module.experiment_encoder("unet_cpu_10m") == "mobilenet_v2"
+    assert module.experiment_encoder("unet_ccp_130s") == "resnet50"
+
+
+@pytest.mark.slow
+def test_run_segmentation_end_to_end(tiny_ccp: Path, tmp_path: Path):
+    module = load_module()
+    results = module.run_segmentation(tiny_ccp, "test", budget_s=3.0, image_size=64, threads=1,
+                                      out_dir=tmp_path / "peers", device="cpu", quick=True)
+    assert [r["family"] for r in results] == ["segmentation", "segmentation"]
+    keys = {"name", "family", "budget_s", "steps", "epochs", "img_per_s", "miou", "pixel_accuracy",
+            "command", "skipped"}
+    for result in results:
+        assert set(result) == keys, result
+        assert result["skipped"] is None, result
+        assert result["steps"] >= 1 and result["img_per_s"] > 0
+        assert 0.0 <= result["miou"] <= 1.0 and 0.0 < result["pixel_accuracy"] <= 1.0
+        assert "OMP_NUM_THREADS=1" in result["command"]
+    ours, loop = results
+    assert "unet_cpu_10m" in ours["command"] and "model.image_size=64" in ours["command"]
+    # both were scored by our evaluator on the same 3 test images, at the original resolution
+    import cv2
+
+    test_masks = [tiny_ccp / "masks" / (line.split()[0].rsplit(".", 1)[0] + ".png")
+                  for line in (tiny_ccp / "test.txt").read_text().splitlines()]
+    full_resolution = sum(cv2.imread(str(m), cv2.IMREAD_UNCHANGED).size for m in test_masks)
+    for report in (tmp_path / "peers" / "ours" / "eval_test" / "metrics.json",
+                   tmp_path / "peers" / "smp_loop" / "eval_test" / "metrics.json"):
+        metrics = json.loads(report.read_text())
+        assert metrics["images"] == 3
+        assert metrics["pixels"] == full_resolution

@@ -1,0 +1,110 @@
+"""The CPU segmentation recipe's pieces (issue 9), on real CCP images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fashionvision.data.cache import load_resized
+from fashionvision.data.transforms import build_train_transform, crop_window, letterbox_sample
+
+
+def ccp_sample(shared_data: Path, stem: str = "0001", long_side: int = 256) -> dict:
+    """A real CCP-416 photo and its mask from the conversion (mask read from the .mat)."""
+    from tests.conftest import ccp_boxes_from_mat
+
+    mask, _ = ccp_boxes_from_mat(shared_data / "ccp-416" / "annotations" / "pixel-level" / f"{stem}.mat")
+    import cv2
+
+    from fashionvision.data.image_io import read_image
+
+    image = read_image(shared_data / "ccp-416" / "photos" / f"{stem}.jpg")
+    scale = long_side / max(image.shape[:2])
+    size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+    return {"image": cv2.resize(image, size, interpolation=cv2.INTER_AREA),
+            "mask": cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST),
+            "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}
+
+
+def test_crop_size_takes_a_window_at_the_same_scale(shared_data: Path):
+    sample = ccp_sample(shared_data)
+    transform = build_train_transform({"crop_size": [128, 96]}, 256, "segmentation")
+    out = transform(sample, np.random.default_rng(7))
+    assert out["image"].shape == (128, 96, 3) and out["mask"].shape == (128, 96)
+    full = letterbox_sample(sample, transform.shape_for(*sample["image"].shape[:2]))
+    (top, left), (h, w) = crop_window(transform.shape_for(*sample["image"].shape[:2]), (128, 96),
+                                      np.random.default_rng(7))
+    # a pure translation: pixel-exact copies of the letterboxed image and mask
+    np.testing.assert_array_equal(out["image"], full["image"][top:top + h, left:left + w])
+    np.testing.assert_array_equal(out["mask"], full["mask"][top:top + h, left:left + w])
+
+
+def test_crop_size_with_flip_keeps_image_and_mask_aligned(shared_data: Path):
+    sample = ccp_sample(shared_data)
+    transform = build_train_transform({"crop_size": 128, "hflip": 1.0}, 256, "segmentation")
+    full = letterbox_sample(sample, transform.shape_for(*sample["image"].shape[:2]))
+    flipped = {"image": full["image"][:, ::-1], "mask": full["mask"][:, ::-1]}
+    for seed in range(5):
+        out = transform(sample, np.random.default_rng(seed))
+        assert out["image"].shape[:2] == (128, 128)
+        rng = np.random.default_rng(seed)
+        rng.random()  # the flip draw
+        (top, left), (h, w) = crop_window(full["image"].shape[:2], (128, 128), rng)
+        np.testing.assert_array_equal(out["mask"], flipped["mask"][top:top + h, left:left + w])
+        np.testing.assert_array_equal(out["image"], flipped["image"][top:top + h, left:left + w])
+
+
+def test_crop_larger_than_image_trains_whole_image():
+    (top, left), shape = crop_window((64, 48), (128, 128), np.random.default_rng(0))
+    assert (top, left, shape) == (0, 0, (64, 48))
+
+
+@pytest.mark.parametrize("bad", [0, [128], [-1, 64], "big"])
+def test_bad_crop_size_is_refused(bad):
+    with pytest.raises(ValueError, match="crop_size"):
+        build_train_transform({"crop_size": bad}, 256, "segmentation")
+
+
+def test_crop_max_ratio_prefers_windows_with_garments(shared_data: Path):
+    """With crop_max_ratio the patches hold more non-dominant pixels than uniform windows."""
+    sample = ccp_sample(shared_data)
+    plain = build_train_transform({"crop_size": 64}, 256, "segmentation")
+    balanced = build_train_transform({"crop_size": 64, "crop_max_ratio": 0.75}, 256, "segmentation")
+
+    def top_share(out: dict) -> float:
+        values = out["mask"][out["mask"] != 255]
+        return np.bincount(values).max() / max(values.size, 1)
+
+    shares_plain = [top_share(plain(sample, np.random.default_rng(s))) for s in range(40)]
+    shares_balanced = [top_share(balanced(sample, np.random.default_rng(s))) for s in range(40)]
+    assert np.mean(shares_balanced) < np.mean(shares_plain) - 0.05
+    assert np.mean(np.array(shares_balanced) <= 0.75) > 0.8
+    # the chosen window is still an exact copy of the letterboxed image (image and mask aligned)
+    out = balanced(sample, np.random.default_rng(3))
+    full = letterbox_sample(sample, balanced.shape_for(*sample["image"].shape[:2]))
+    top, left = next((t, l) for t in range(full["mask"].shape[0] - 63) for l in range(full["mask"].shape[1] - 63)
+                     if np.array_equal(full["image"][t:t + 64, l:l + 64], out["image"]))
+    np.testing.assert_array_equal(full["mask"][top:top + 64, left:left + 64], out["mask"])
+
+
+def test_bad_crop_max_ratio_is_refused():
+    with pytest.raises(ValueError, match="crop_max_ratio"):
+        build_train_transform({"crop_size": 64, "crop_max_ratio": 1.5}, 256, "segmentation")
+
+
+def test_cpu_experiment_config_trains_patches_and_evaluates_whole_images(shared_data: Path):
+    """experiment=unet_cpu_10m: 128x128 patches in training, whole 256x192 images in evaluation,
+    at most as many loader workers as a 2-core machine has (issue 11 picks it automatically)."""
+    from fashionvision.cli._hydra import compose
+    from fashionvision.data.transforms import build_train_transform
+
+    cfg = compose("train", ["experiment=unet_cpu_10m"])
+    assert cfg["model"]["encoder"] == "mobilenet_v2" and cfg["trainer"]["device"] == "cpu"
+    assert cfg["trainer"]["workers"] <= 2 and cfg["trainer"]["max_time"] == "10m"
+    sample = ccp_sample(shared_data)
+    train = build_train_transform(cfg["augment"], cfg["model"]["image_size"], "segmentation")
+    assert train(sample, np.random.default_rng(0))["image"].shape[:2] == (128, 128)
+    evaluation = build_train_transform(None, cfg["model"]["image_size"], "segmentation")
+    assert evaluation(sample, np.random.default_rng(0))["image"].shape[:2] == (256, 192)
