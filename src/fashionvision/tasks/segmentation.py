@@ -47,13 +47,10 @@ def logits_to_original(logits: torch.Tensor, meta: dict) -> torch.Tensor:
     labels_at_original`, which gives the same classes band by band. Crops the padding (``meta["pad"]`` = (left, top), ``meta["scale"]``) and resizes
     bilinearly to ``meta["orig_size"]`` = (h, w).
     """
+    from fashionvision.tasks.seg_upsample import crop_letterbox
+
     h, w = (int(v) for v in meta["orig_size"])
-    scale = float(meta.get("scale", 1.0))
-    left, top = (int(v) for v in meta.get("pad", (0, 0)))
-    height, width = logits.shape[-2:]
-    content_h = min(height - top, max(1, round(h * scale)))
-    content_w = min(width - left, max(1, round(w * scale)))
-    region = logits[:, top:top + content_h, left:left + content_w].float()
+    region = crop_letterbox(logits, meta).float()
     if region.shape[-2:] != (h, w):
         region = F.interpolate(region.unsqueeze(0), size=(h, w), mode="bilinear",
                                align_corners=False).squeeze(0)
