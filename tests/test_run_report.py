@@ -111,7 +111,7 @@ def test_best_checkpoint_keeps_its_per_class_table(tiny_runs: dict) -> None:
     from fashionvision.engine.report import final_lines
 
     run = tiny_runs["detector"]
-    best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     rows = best["best_per_class"]
     assert rows and {"class", "instances", "ap50", "ap"} <= set(rows[0])
     trainer = SimpleNamespace(task=SimpleNamespace(primary_metric="map50"), best_per_class=rows,
