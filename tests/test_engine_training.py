@@ -153,6 +153,34 @@ def test_bf16_autocast_on_cpu(toy_data: Path, tmp_path: Path, monkeypatch, amp: 
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in params if v.is_floating_point())
 
 
+def test_bf16_on_a_cpu_without_bf16_units_trains_in_float32(toy_data: Path, tmp_path: Path, monkeypatch,
+                                                          caplog) -> None:
+    """The CPU recipes ask for bf16 (AMX Xeons: ~1.7x the steps); a CPU that would only emulate
+    it (slower than float32) trains in float32 and says so once."""
+    import fashionvision.engine.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_has_bf16", lambda: False)
+    seen: list[bool] = []
+    original = ToyTask.compute_losses
+
+    def spy(self, model, batch):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return original(self, model, batch)
+
+    monkeypatch.setattr(ToyTask, "compute_losses", spy)
+    with caplog.at_level("WARNING", logger="fashionvision.engine"):
+        trainer = _run(toy_data, tmp_path, amp="bf16", epochs=1)
+    assert trainer.status == "completed" and seen and not any(seen)
+    assert sum("no bf16 units" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_cpu_bf16_detection_matches_torch() -> None:
+    from fashionvision.engine.build import cpu_has_bf16
+
+    expected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert cpu_has_bf16() == expected
+
+
 def test_budget_running_out_during_the_epoch_end_checkpoint_still_validates(toy_data: Path, tmp_path: Path,
                                                                             monkeypatch) -> None:
     """An epoch that ends just inside max_time, whose checkpoint write uses up the rest: the run

@@ -28,10 +28,16 @@ def test_loop_uses_the_encoder_of_our_recipe():
 
 
 @pytest.mark.slow
-def test_run_segmentation_end_to_end(tiny_ccp: Path, tmp_path: Path):
+@pytest.mark.parametrize("side_by_side", [True, False])
+def test_run_segmentation_end_to_end(tiny_ccp: Path, tmp_path: Path, side_by_side: bool):
     module = load_module()
     results = module.run_segmentation(tiny_ccp, "test", budget_s=3.0, image_size=64, threads=1,
-                                      out_dir=tmp_path / "peers", device="cpu", quick=True)
+                                      out_dir=tmp_path / "peers", device="cpu", quick=True,
+                                      side_by_side=side_by_side)
+    ours_scored = (tmp_path / "peers" / "ours" / "eval_test" / "metrics.json").stat().st_mtime
+    loop_trained = (tmp_path / "peers" / "smp_loop" / "smp_unet.pt").stat().st_mtime
+    # one after another: the loop starts only once ours is trained and scored
+    assert (loop_trained > ours_scored) == (not side_by_side)
     assert [r["family"] for r in results] == ["segmentation", "segmentation"]
     keys = {"name", "family", "budget_s", "steps", "epochs", "img_per_s", "miou", "pixel_accuracy",
             "command", "skipped"}

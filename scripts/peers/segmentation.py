@@ -1,8 +1,8 @@
 """Segmentation contestants of the peer benchmark (issue 9): our U-Net recipe against the plain
 segmentation-models-pytorch loop with the same encoder, same budget, same images, same evaluator.
 
-``run_segmentation(...)`` trains both side by side, each in its own process with ``threads``
-torch threads, then scores both with OUR evaluator
+``run_segmentation(...)`` trains both (side by side, or one after another with ``--sequential``),
+each in its own process with ``threads`` torch threads, then scores both with OUR evaluator
 (:meth:`fashionvision.tasks.segmentation.SegmentationTask.evaluate`: mIoU over the classes
 present, pixel accuracy, logits resized to each image's original resolution) on ``split``.
 
@@ -168,8 +168,11 @@ def _shown(cmd: list[str], threads: int) -> str:
 
 
 def run_segmentation(dataset_dir: Path, split: str, budget_s: float, image_size: int, threads: int,
-                     out_dir: Path, device: str, quick: bool) -> list[dict]:
-    """Train and score our U-Net and the plain smp loop side by side; one dict per contestant.
+                     out_dir: Path, device: str, quick: bool, side_by_side: bool = True) -> list[dict]:
+    """Train and score our U-Net and the plain smp loop; one dict per contestant.
+
+    ``side_by_side``: both at once (give each ``threads`` = cores / 2); otherwise ours first
+    (training and scoring), then the loop, each with the whole machine.
 
     Keys: name, family, budget_s, steps, epochs, img_per_s, miou, pixel_accuracy, command,
     skipped (None, or why the contestant did not run). ``quick`` trains on a handful of
@@ -189,9 +192,12 @@ def run_segmentation(dataset_dir: Path, split: str, budget_s: float, image_size:
                         "command": _shown(train, threads) + " && " + _shown(evaluate, threads)},
                "smp_loop": {**base, "name": f"smp loop (Unet {encoder})", "command": _shown(loop, threads)}}
     logs = {name: open(out_dir / f"{name}.log", "w") for name in results}
-    procs = {"ours": subprocess.Popen(train, cwd=ROOT, env=env, stdout=logs["ours"], stderr=subprocess.STDOUT),
-             "smp_loop": subprocess.Popen(loop, cwd=ROOT, env=env, stdout=logs["smp_loop"],
-                                          stderr=subprocess.STDOUT)}
+    def start_loop() -> subprocess.Popen:
+        return subprocess.Popen(loop, cwd=ROOT, env=env, stdout=logs["smp_loop"], stderr=subprocess.STDOUT)
+
+    procs = {"ours": subprocess.Popen(train, cwd=ROOT, env=env, stdout=logs["ours"], stderr=subprocess.STDOUT)}
+    if side_by_side:
+        procs["smp_loop"] = start_loop()
     if procs["ours"].wait() == 0:  # score ours while the loop may still be scoring itself
         procs["ours"] = subprocess.Popen(evaluate, cwd=ROOT, env=env, stdout=logs["ours"], stderr=subprocess.STDOUT)
         code = procs["ours"].wait()
@@ -208,6 +214,8 @@ def run_segmentation(dataset_dir: Path, split: str, budget_s: float, image_size:
         results["ours"].update(steps=summary["steps"], epochs=summary["epochs"],
                                img_per_s=summary["steps"] * batch / max(summary["train_seconds"], 1e-9),
                                miou=score["miou"], pixel_accuracy=score["pixel_acc"])
+    if not side_by_side:
+        procs["smp_loop"] = start_loop()
     if procs["smp_loop"].wait() != 0:
         results["smp_loop"]["skipped"] = (f"failed with exit code {procs['smp_loop'].returncode}, "
                                           f"see {out_dir / 'smp_loop.log'}")
@@ -244,6 +252,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="runs/peers_seg")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sequential", action="store_true",
+                        help="one contestant after the other (each with --threads), instead of side by side")
     parser.add_argument("--json", help="also write the results, machine and versions to this JSON file")
     parser.add_argument("--contestant", choices=["smp_loop"], help=argparse.SUPPRESS)
     parser.add_argument("--encoder", help=argparse.SUPPRESS)
@@ -252,12 +262,12 @@ def main() -> None:
         _loop_main(args)
         return
     results = run_segmentation(Path(args.dataset), args.split, args.budget, args.image_size, args.threads,
-                               Path(args.out), args.device, args.quick)
+                               Path(args.out), args.device, args.quick, side_by_side=not args.sequential)
     print(json.dumps(results, indent=2))
     if args.json:
         report = {"benchmark": "segmentation peers (issue 9)", "dataset": args.dataset, "split": args.split,
                   "budget_s": args.budget, "image_size": args.image_size, "threads_per_contestant": args.threads,
-                  "side_by_side": True, "device": args.device, **environment(), "contestants": results}
+                  "side_by_side": not args.sequential, "device": args.device, **environment(), "contestants": results}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 

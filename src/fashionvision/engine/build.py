@@ -65,6 +65,17 @@ def clamp_workers(workers: int, cores: int | None = None) -> int:
     return workers
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX).
+
+    Without either, PyTorch emulates bf16 autocast and a step gets slower instead of about
+    1.7x faster (the CPU recipes' measurement), so the trainer falls back to float32.
+    """
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(check()) for check in checks if check is not None)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

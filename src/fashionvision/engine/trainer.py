@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from fashionvision.engine import distributed as du
-from fashionvision.engine.build import (EpochAware, ResumableSampler, build_loader, clamp_workers,
+from fashionvision.engine.build import (EpochAware, ResumableSampler, build_loader, clamp_workers, cpu_has_bf16,
                                         resolve_device, seed_everything, to_device)
 from fashionvision.engine.checkpoint import (BEST, CHECKPOINT_DIR, LAST, check_fresh_run_folder,
                                              find_resume_checkpoint, load_checkpoint, load_pretrained,
@@ -80,6 +80,10 @@ class Trainer:
         # bf16 autocast also on a CPU when asked (AMX/avx512_bf16 Xeons: about 1.4x faster steps);
         # fp16 stays CUDA-only (it needs the GradScaler), and trainer/cpu.yaml keeps amp: none
         self.amp = self.amp_dtype is not None and (self.cuda or self.amp_dtype == torch.bfloat16)
+        if self.amp and not self.cuda and not cpu_has_bf16():
+            log.warning("trainer.amp=bf16: this CPU has no bf16 units (AVX512-BF16/AMX), training in "
+                        "float32 instead (emulated bf16 would be slower)")
+            self.amp = False
         self.channels_last = self.cfg.channels_last and self.cuda
         self.status = "created"
         self.validated_epoch = -1  # the last epoch validated in this process
