@@ -89,6 +89,13 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        """Restore the previous handlers, except SIGINT once a stop signal came.
+
+        After a stop the process is on its way out (shutting loader workers down, printing the
+        resume command); a second Ctrl-C there must still abort quietly with 130, not raise
+        ``KeyboardInterrupt`` in whatever runs at that moment.
+        """
         for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
+            if not (signum == signal.SIGINT and self.signum is not None):
+                signal.signal(signum, previous)
         self._previous.clear()

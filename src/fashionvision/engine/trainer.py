@@ -477,9 +477,10 @@ class Trainer:
             self._write_metrics()
             return self.metrics
         finally:
-            self.stop_signals.__exit__(None, None, None)
-            # the workers ignore SIGTERM/SIGINT: stop them here, not at interpreter exit
+            # the workers ignore SIGTERM/SIGINT: stop them here, not at interpreter exit, and
+            # while a second Ctrl-C still aborts quietly
             shutdown_loader_workers(getattr(self, "train_loader", None), getattr(self, "val_loader", None))
+            self.stop_signals.__exit__(None, None, None)
             self.logger.close()
 
     def _validate_epoch(self) -> bool:
