@@ -8,7 +8,7 @@ own process with ``OMP_NUM_THREADS=1``, the variants of one call at the same tim
 2-core machine: each gets one core, so they share the machine alike). Each is scored by the
 run's final validation (our evaluator on the val split; the test split is kept for the final
 benchmark): mAP50 and mAP50-95 for a detector, mIoU and pixel accuracy for a segmenter.
-Each result (command, steps, epochs, img/s, scores) is appended to ``--out``.
+Each result (command, steps, epochs, training seconds, scores) is appended to ``--out``.
 
 ``--collect NAME=RUN_DIR ...`` records runs that were started by hand the same way (their
 command is read back from the run's ``.hydra/overrides.yaml``).
@@ -22,7 +22,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
