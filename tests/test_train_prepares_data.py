@@ -67,6 +67,19 @@ def test_a_wrong_dataset_path_is_an_error_not_a_download(server, tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing created, no hidden staging folder
 
 
+def test_the_cpu_profile_dataset_is_converted_on_the_first_run(shared_data: Path, tmp_path: Path, monkeypatch):
+    """A newcomer without CUDA: `fashion-train` picks experiment=yolo_cpu_12m, whose data is
+    ccp-416 in the default folders; it used to stop with "only writes to the default 'ccp'"."""
+    import fashionvision.convert as convert
+
+    calls = []
+    monkeypatch.setattr(convert, "get_converter", lambda name: lambda source, out: calls.append((name, source, out)))
+    cfg = compose("train", ["experiment=yolo_cpu_12m", f"data_dir={shared_data}",
+                            f"converted_dir={tmp_path / 'converted'}"])
+    assert ensure_dataset(cfg) is True
+    assert calls == [("ccp", shared_data / "ccp-416", tmp_path / "converted" / "ccp-416")]
+
+
 def test_stale_staging_folders_are_cleaned_on_the_next_conversion(shared_data: Path, tmp_path: Path):
     """Issue 10.5: what SIGKILLed conversions leave is removed; live and foreign folders stay."""
     import os

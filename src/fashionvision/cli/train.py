@@ -64,17 +64,18 @@ def ensure_dataset(cfg: dict) -> bool:
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise UserError(f"dataset.path='{path}' is not converted yet; under torchrun convert it first with {how}")
     # a typo in dataset.path must not become a fresh download and conversion in a new folder:
-    # automatic conversion (and download) only into the config's default locations
-    default_path = Path(str(cfg.get("converted_dir", "data/converted"))) / name
-    if path.absolute() != default_path.absolute():
+    # automatic conversion (and download) only into the config's default folders, where the
+    # dataset configs and experiments put them (data/converted/ccp, data/converted/ccp-416, ...)
+    converted_dir = Path(str(cfg.get("converted_dir", "data/converted")))
+    if path.absolute().parent != converted_dir.absolute():
         raise UserError(f"dataset.path='{path}' is not a converted dataset (no train.txt), and automatic "
-                        f"conversion only writes to the default '{default_path}'; check the path, or convert "
-                        f"there deliberately with {how}")
+                        f"conversion only writes to the default folder '{converted_dir}'; check the path, or "
+                        f"convert there deliberately with {how}")
     source = Path(dataset.get("source") or "")
-    default_source = Path(str(cfg.get("data_dir", "data"))) / name
-    if name == "ccp" and not source.is_dir() and source.absolute() != default_source.absolute():
+    data_dir = Path(str(cfg.get("data_dir", "data")))
+    if name == "ccp" and not source.is_dir() and source.absolute().parent != data_dir.absolute():
         raise UserError(f"dataset.source='{source}' does not exist, and CCP is downloaded automatically only "
-                        f"into the default '{default_source}'; check the path or run `fashion-download ccp`")
+                        f"into the default folder '{data_dir}'; check the path or run `fashion-download ccp`")
     if name == "ccp" and not source.is_dir():
         from fashionvision.convert.download import ensure_ccp
 
