@@ -174,6 +174,26 @@ def test_bf16_on_a_cpu_without_bf16_units_trains_in_float32(toy_data: Path, tmp_
     assert sum("no bf16 units" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_channels_last_is_honoured_on_a_cpu(toy_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """trainer.channels_last=true on a CPU: model and images in channels_last (faster oneDNN
+    convolutions); false keeps the default layout."""
+    layouts = []
+    original = ToyTask.compute_losses
+
+    def compute_losses(self, model, batch):
+        if model.training:
+            layouts.append((batch["images"].is_contiguous(memory_format=torch.channels_last),
+                            model.body[0].weight.is_contiguous(memory_format=torch.channels_last)))
+        return original(self, model, batch)
+
+    monkeypatch.setattr(ToyTask, "compute_losses", compute_losses)
+    _run(toy_data, tmp_path / "on", epochs=1, channels_last=True)
+    assert layouts and all(images and weights for images, weights in layouts)
+    layouts.clear()
+    _run(toy_data, tmp_path / "off", epochs=1, channels_last=False)
+    assert layouts and not any(weights for _, weights in layouts)
+
+
 def test_cpu_bf16_detection_matches_torch() -> None:
     from fashionvision.engine.build import cpu_has_bf16
 

@@ -108,3 +108,78 @@ def test_cpu_experiment_config_trains_patches_and_evaluates_whole_images(shared_
     assert train(sample, np.random.default_rng(0))["image"].shape[:2] == (128, 128)
     evaluation = build_train_transform(None, cfg["model"]["image_size"], "segmentation")
     assert evaluation(sample, np.random.default_rng(0))["image"].shape[:2] == (256, 192)
+
+
+def test_crop_focus_centres_patches_on_each_garment_alike(shared_data: Path):
+    """crop_focus=1: every foreground class of the photo is in about as many patches, the
+    smallest included, where uniform windows rarely show it; image and mask stay aligned."""
+    sample = ccp_sample(shared_data)
+    plain = build_train_transform({"crop_size": 32}, 256, "segmentation")
+    focus = build_train_transform({"crop_size": 32, "crop_focus": 1.0}, 256, "segmentation")
+    full = letterbox_sample(sample, focus.shape_for(*sample["image"].shape[:2]))
+    counts = np.bincount(full["mask"][full["mask"] != 255])
+    garments = [c for c in np.flatnonzero(counts) if c != 0]
+    smallest = min(garments, key=lambda c: counts[c])
+
+    def seen(transform, cls: int) -> float:
+        return np.mean([(transform(sample, np.random.default_rng(s))["mask"] == cls).any() for s in range(200)])
+
+    assert seen(focus, smallest) > seen(plain, smallest) + 0.1
+    # each class is drawn with probability 1 / len(garments) (fixed seeds: deterministic)
+    assert all(seen(focus, c) >= 0.6 / len(garments) for c in garments)
+    out = focus(sample, np.random.default_rng(5))
+    assert out["image"].shape[:2] == (32, 32)
+    top, left = next((t, l) for t in range(full["mask"].shape[0] - 31) for l in range(full["mask"].shape[1] - 31)
+                     if np.array_equal(full["image"][t:t + 32, l:l + 32], out["image"]))
+    np.testing.assert_array_equal(full["mask"][top:top + 32, left:left + 32], out["mask"])
+
+
+def test_crop_focus_without_garments_keeps_a_uniform_window():
+    sample = {"image": np.zeros((100, 80, 3), np.uint8), "mask": np.zeros((100, 80), np.uint8),
+              "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}
+    out = build_train_transform({"crop_size": 32, "crop_focus": 1.0}, 96, "segmentation")(
+        sample, np.random.default_rng(0))
+    assert out["mask"].shape == (32, 32) and not out["mask"].any()
+
+
+def test_close_crop_trains_whole_images_at_the_end(shared_data: Path):
+    sample = ccp_sample(shared_data)
+    transform = build_train_transform({"crop_size": 128, "close_crop": 0.2}, 256, "segmentation")
+    assert transform(sample, np.random.default_rng(0), progress=0.79)["image"].shape[:2] == (128, 128)
+    assert transform(sample, np.random.default_rng(0), progress=0.8)["image"].shape[:2] == (256, 192)
+
+
+@pytest.mark.parametrize("key", ["crop_focus", "close_crop"])
+def test_bad_crop_fractions_are_refused(key):
+    with pytest.raises(ValueError, match=key):
+        build_train_transform({"crop_size": 64, key: 1.5}, 256, "segmentation")
+
+
+def test_ohem_averages_only_the_hardest_pixels():
+    import torch
+
+    from fashionvision.families.unet.losses import SegmentationLoss, cross_entropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 8, 8, requires_grad=True)
+    target = torch.randint(0, 5, (2, 8, 8))
+    target[0, :2] = 255  # padding counts for nothing
+    per_pixel = torch.nn.functional.cross_entropy(logits, target, ignore_index=255, reduction="none")
+    valid = per_pixel[target != 255]
+    hardest = valid.sort(descending=True).values[:round(0.25 * valid.numel())].mean()
+    ohem = SegmentationLoss("ce", ohem=0.25)(logits, target)["ce"]
+    torch.testing.assert_close(ohem, hardest)
+    assert ohem > cross_entropy(logits, target)
+    torch.testing.assert_close(SegmentationLoss("ce", ohem=1.0)(logits, target)["ce"], cross_entropy(logits, target))
+    ohem.backward()
+    assert (logits.grad.abs().sum(dim=1) > 0).sum() == round(0.25 * valid.numel())  # only those pixels learn
+    everything_ignored = torch.full_like(target, 255)
+    assert SegmentationLoss("ce", ohem=0.25)(logits, everything_ignored)["ce"].item() == 0.0
+
+
+def test_bad_ohem_share_is_refused():
+    from fashionvision.errors import UserError
+    from fashionvision.families.unet.config import UNetConfig
+
+    with pytest.raises(UserError, match="model.ohem"):
+        UNetConfig(ohem=0.0).check()

@@ -32,9 +32,12 @@ class AugmentConfig:
     close_mosaic: float = 0.0  # detection: fraction of training at the end without mosaic
     crop_size: Any = None  # segmentation patches: random windows (an int or [h, w]) at the same scale
     crop_max_ratio: float = 1.0  # with crop_size: redraw windows dominated by one class beyond this share
+    crop_focus: float = 0.0  # with crop_size: share of windows centred on one foreground class of the image
+    close_crop: float = 0.0  # with crop_size: fraction of training at the end on whole images
 
     def check(self) -> None:
-        for key in ("hflip", "vflip", "crop", "mosaic", "crop_min_side", "close_mosaic"):
+        for key in ("hflip", "vflip", "crop", "mosaic", "crop_min_side", "close_mosaic",
+                    "crop_focus", "close_crop"):
             check_probability(f"augment.{key}", getattr(self, key))
         for key in ("hsv_h", "hsv_s", "hsv_v", "contrast", "translate", "rotate"):
             require(getattr(self, key) >= 0, f"augment.{key}", getattr(self, key), ">= 0")

@@ -30,7 +30,7 @@ CROP_TRIES = 10         # windows drawn at most to satisfy augment.crop_max_rati
 Shape = tuple[int, int]  # (height, width)
 AUGMENT_KEYS = frozenset({"name", "hflip", "vflip", "hsv_h", "hsv_s", "hsv_v", "contrast", "scale",
                           "translate", "rotate", "crop", "crop_min_side", "mosaic", "close_mosaic",
-                          "crop_size", "crop_max_ratio"})
+                          "crop_size", "crop_max_ratio", "crop_focus", "close_crop"})
 
 
 def as_shape(size: int | tuple[int, int] | list[int]) -> Shape:
@@ -283,6 +283,15 @@ class TrainTransform:
         self.crop_max_ratio = float(cfg.get("crop_max_ratio") or 1.0)
         if not 0 < self.crop_max_ratio <= 1:
             raise ValueError(f"augment crop_max_ratio must be in (0, 1], not {self.crop_max_ratio}")
+        # ... or, with this probability, centred on a pixel of one foreground class drawn
+        # uniformly among those in the image: a belt or a pair of sunglasses is then as likely
+        # to be in a patch as the dress around it (a uniform window mostly shows background)
+        self.crop_focus = float(cfg.get("crop_focus") or 0.0)
+        # The last ``close_crop`` fraction of training sees whole images, as at evaluation
+        self.close_crop = float(cfg.get("close_crop") or 0.0)
+        for key in ("crop_focus", "close_crop"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"augment {key} must be in [0, 1], not {getattr(self, key)}")
 
     def shape_for(self, h: int, w: int) -> Shape:
         return target_shape(self.out_shape, h, w, self.rect)
@@ -290,6 +299,10 @@ class TrainTransform:
     def mosaic_at(self, progress: float) -> float:
         """The mosaic probability at ``progress`` (0..1) of training: 0 in the closing phase."""
         return 0.0 if self.close_mosaic > 0 and progress >= 1.0 - self.close_mosaic else self.mosaic
+
+    def crop_at(self, progress: float) -> Shape | None:
+        """The patch size at ``progress`` (0..1) of training: None (whole images) when closing."""
+        return None if self.close_crop > 0 and progress >= 1.0 - self.close_crop else self.crop_size
 
     def __call__(self, sample: dict, rng: np.random.Generator,
                  fetch: Callable[[int], dict] | None = None, length: int = 0,
@@ -318,7 +331,8 @@ class TrainTransform:
                   rng.uniform(-self.translate, self.translate) * out_h) if self.translate else (0.0, 0.0))
         flip_h = self.hflip > 0 and rng.random() < self.hflip
         flip_v = self.vflip > 0 and rng.random() < self.vflip
-        window = crop_window(out_shape, self.crop_size, rng) if self.crop_size else None
+        crop_size = self.crop_at(progress)
+        window = crop_window(out_shape, crop_size, rng) if crop_size else None
 
         if start is None and angle == 0.0 and gain == 1.0 and shift == (0.0, 0.0) and window is None:
             # exact letterbox (no second interpolation); flips are exact array flips
@@ -336,8 +350,11 @@ class TrainTransform:
             if flip_v:
                 m = np.array([[1.0, 0, 0], [0, -1, out_h], [0, 0, 1]]) @ m
             if window is not None:  # a pure translation: the patch keeps the training scale
-                if self.crop_max_ratio < 1 and sample.get("mask") is not None:
-                    window = self._balanced_window(sample["mask"], m[:2], out_shape, window, rng)
+                if sample.get("mask") is not None:
+                    if self.crop_focus > 0 and rng.random() < self.crop_focus:
+                        window = self._focused_window(sample["mask"], m[:2], out_shape, window, rng)
+                    elif self.crop_max_ratio < 1:
+                        window = self._balanced_window(sample["mask"], m[:2], out_shape, window, rng)
                 (y0, x0), out_shape = window
                 m = np.array([[1.0, 0, -x0], [0, 1, -y0], [0, 0, 1]]) @ m
             out = warp_sample(sample, m[:2], out_shape, self.pad_value, self.ignore_index)
@@ -360,6 +377,27 @@ class TrainTransform:
             if counts.sum() and counts.max() <= self.crop_max_ratio * counts.sum():
                 break
         return window
+
+    def _focused_window(self, mask: np.ndarray, matrix: np.ndarray, out_shape: Shape,
+                        window: tuple[tuple[int, int], Shape], rng: np.random.Generator,
+                        ) -> tuple[tuple[int, int], Shape]:
+        """A window of the same size centred (within the image) on a pixel of one class.
+
+        The class is drawn uniformly among the foreground classes (not 0 = background, not
+        ignored) visible after the warp, then one of its pixels at random; without any such
+        class the window drawn uniformly is kept.
+        """
+        full = warp_mask(mask, matrix, out_shape, self.ignore_index)
+        present = np.flatnonzero(np.bincount(full.ravel(), minlength=self.ignore_index + 1))
+        present = present[(present != 0) & (present != self.ignore_index)]
+        if present.size == 0:
+            return window
+        ys, xs = np.nonzero(full == present[rng.integers(present.size)])
+        pick = rng.integers(ys.size)
+        _, (h, w) = window
+        top = int(np.clip(ys[pick] - h // 2, 0, out_shape[0] - h))
+        left = int(np.clip(xs[pick] - w // 2, 0, out_shape[1] - w))
+        return (top, left), (h, w)
 
     @staticmethod
     def _flip(sample: dict, axis: int) -> dict:

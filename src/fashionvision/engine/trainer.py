@@ -84,7 +84,9 @@ class Trainer:
             log.warning("trainer.amp=bf16: this CPU has no bf16 units (AVX512-BF16/AMX), training in "
                         "float32 instead (emulated bf16 would be slower)")
             self.amp = False
-        self.channels_last = self.cfg.channels_last and self.cuda
+        # channels_last also on a CPU when asked: oneDNN's convolutions prefer it (U-Net
+        # MobileNetV2 in bf16 on 2 Xeon cores: ~13 % faster steps); trainer/cpu.yaml keeps it off
+        self.channels_last = self.cfg.channels_last
         self.status = "created"
         self.validated_epoch = -1  # the last epoch validated in this process
         self.metrics: dict[str, float] = {}

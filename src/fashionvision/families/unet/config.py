@@ -23,9 +23,13 @@ class UNetConfig(SegmentationConfig):
     loss: str = "ce+dice"
     loss_weights: dict | None = None
     class_weights: bool = False
+    ohem: float | None = None               # CE over only this share of the hardest pixels
+
 
     def check(self) -> None:
         super().check()
         require(self.width > 0, "model.width", self.width, "> 0")
+        if self.ohem is not None:
+            require(0 < self.ohem <= 1, "model.ohem", self.ohem, "null or in (0, 1]")
         if self.loss not in LOSSES:
             raise UserError(f"model.loss='{self.loss}'; choose one of {', '.join(LOSSES)}")

@@ -62,7 +62,8 @@ class UNetTask(SegmentationTask):
             from fashionvision.families.unet.losses import SegmentationLoss
 
             weights = self.class_weights() if self.cfg.class_weights else None
-            self._criterion = SegmentationLoss(self.cfg.loss, weights, self.ignore_index, self.cfg.loss_weights)
+            self._criterion = SegmentationLoss(self.cfg.loss, weights, self.ignore_index, self.cfg.loss_weights,
+                                               self.cfg.ohem)
         return self._criterion
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, model: nn.Module) -> dict[str, torch.Tensor]:
