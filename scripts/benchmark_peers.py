@@ -94,6 +94,10 @@ def run_family(key: str, args: argparse.Namespace, budget_s: float, image_size: 
                  "epochs": None, "img_per_s": None, "command": None, "skipped": reason}]
     kwargs = dict(dataset_dir=Path(args.dataset), split=args.split, budget_s=budget_s, image_size=image_size,
                   threads=args.threads, out_dir=Path(args.work) / key, device=args.device, quick=args.quick)
+    if "seed" in inspect.signature(func).parameters:
+        kwargs["seed"] = args.seed
+    elif args.seed:
+        print(f"[peers] {family}: its runner has no seed option; it uses its default", flush=True)
     if "side_by_side" in inspect.signature(func).parameters:
         kwargs["side_by_side"] = args.side_by_side
     elif args.side_by_side:
@@ -139,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--out", default=None, help="the JSON (default benchmarks/peers_<device>_<date>.json)")
     p.add_argument("--work", default=None, help="run folders (default runs/peers/<date>)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="segmentation: seeds our trainer.seed and the loop's initialisation and data order alike")
     p.add_argument("--quick", action="store_true", help="tiny models and data: a smoke test of the script")
     args = p.parse_args(argv)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d_%H%M%S")
@@ -158,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         results += run_family(key, args, budgets[key], sizes[key])
     info = {"date": started.isoformat(timespec="seconds"), "commit": commit(), "machine": machine(),
             "dataset": str(args.dataset), "split": args.split, "device": args.device, "threads": args.threads,
+            "seed": args.seed,
             "side_by_side": args.side_by_side, "budgets_s": {k: budgets[k] for k in keys},
             "image_sizes": sizes, "quick": args.quick,
             "load_average_1_5_15_min": {"start": load_before,

@@ -227,3 +227,13 @@ def test_budget_running_out_during_the_epoch_end_checkpoint_still_validates(toy_
     assert trainer.status == "time_budget" and trainer.epoch == 1
     assert trainer.metrics and trainer.validated_epoch == 1
     assert json.loads((tmp_path / "metrics.json").read_text())["final"]
+
+
+def test_ema_ramp_reaches_the_trainer(toy_data: Path, tmp_path: Path) -> None:
+    """trainer.ema_ramp sets how fast the EMA decay ramps up (a short run needs a short ramp)."""
+    short = _run(toy_data, tmp_path / "short", epochs=1, ema_decay=0.99, ema_ramp=1.0)
+    default = _run(toy_data, tmp_path / "default", epochs=1, ema_decay=0.99)
+    assert short.ema.ramp == 1.0 and default.ema.ramp == 2000.0
+    assert short.ema.current_decay() > 0.9 > default.ema.current_decay()
+    with pytest.raises(UserError, match="trainer.ema_ramp"):
+        _run(toy_data, tmp_path / "bad", epochs=1, ema_ramp=-1.0)

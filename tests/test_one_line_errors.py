@@ -248,3 +248,13 @@ def test_crafted_onnx_metadata(tiny_runs, shared_data, tmp_path, capsys):
     result = run_cli("predict", [f"ckpt={path}", f"source={shared_data / 'fashionpedia-sample' / 'input.jpg'}",
                                  f"output={tmp_path / 'out'}", "progress=false"], tmp_path, capsys)
     assert_one_error(result, "crafted", "task.classes")
+
+
+def test_a_refusal_is_printed_once_and_kept_in_the_run_log(tmp_path, capsys):
+    """The error line reaches the terminal once (Hydra's console log handler used to repeat it
+    as ``[...][ERROR] - ...``) and the run folder's log file still records it."""
+    missing = tmp_path / "no_such_annotations.txt"
+    code, text, _ = run_cli("validate", [f"file={missing}"], tmp_path, capsys)
+    assert code == 2 and text.count("no_such_annotations.txt") == 1, text
+    logs = list((tmp_path / "run").glob("*.log"))
+    assert logs and "no_such_annotations.txt" in "".join(p.read_text() for p in logs)

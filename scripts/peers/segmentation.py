@@ -142,10 +142,12 @@ def score_state_dict(weights: Path, dataset_dir: Path, split: str, encoder: str,
 
 # --- running the contestants --------------------------------------------------------------------
 def _ours_commands(dataset_dir: Path, split: str, budget_s: float, image_size: int, run: Path,
-                   device: str, quick: bool) -> tuple[list[str], list[str]]:
+                   device: str, quick: bool, seed: int = 0) -> tuple[list[str], list[str]]:
     train = [sys.executable, "-m", "fashionvision.cli.train", f"experiment={experiment_for(device)}",
              f"dataset.path={dataset_dir}", f"trainer.max_time={budget_s:g}s",
              f"model.image_size={image_size}", f"trainer.device={device}", f"hydra.run.dir={run}"]
+    if seed:
+        train.append(f"trainer.seed={seed}")
     if quick:
         train += [f"trainer.limit_images={QUICK_IMAGES}", "trainer.batch_size=2", "trainer.workers=0",
                   "trainer.cache_images=false"]
@@ -156,10 +158,12 @@ def _ours_commands(dataset_dir: Path, split: str, budget_s: float, image_size: i
 
 
 def _loop_command(dataset_dir: Path, split: str, budget_s: float, image_size: int, run: Path,
-                  device: str, quick: bool, encoder: str) -> list[str]:
+                  device: str, quick: bool, encoder: str, seed: int = 0) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--contestant", "smp_loop",
            "--dataset", str(dataset_dir), "--split", split, "--budget", f"{budget_s:g}",
            "--image-size", str(image_size), "--device", device, "--encoder", encoder, "--out", str(run)]
+    if seed:
+        cmd += ["--seed", str(seed)]
     return cmd + (["--quick"] if quick else [])
 
 
@@ -168,7 +172,8 @@ def _shown(cmd: list[str], threads: int) -> str:
 
 
 def run_segmentation(dataset_dir: Path, split: str, budget_s: float, image_size: int, threads: int,
-                     out_dir: Path, device: str, quick: bool, side_by_side: bool = True) -> list[dict]:
+                     out_dir: Path, device: str, quick: bool, side_by_side: bool = True,
+                     seed: int = 0) -> list[dict]:
     """Train and score our U-Net and the plain smp loop; one dict per contestant.
 
     ``side_by_side``: both at once (give each ``threads`` = cores / 2); otherwise ours first
@@ -176,7 +181,9 @@ def run_segmentation(dataset_dir: Path, split: str, budget_s: float, image_size:
 
     Keys: name, family, budget_s, steps, epochs, img_per_s, miou, pixel_accuracy, command,
     skipped (None, or why the contestant did not run). ``quick`` trains on a handful of
-    images (a smoke test of the pipeline, not a measurement).
+    images (a smoke test of the pipeline, not a measurement). ``seed`` goes to both (our
+    ``trainer.seed``, the loop's initialisation and data order): repeat runs with other seeds
+    show how much of a difference is run-to-run noise.
     """
     dataset_dir, out_dir = Path(dataset_dir).resolve(), Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -184,8 +191,8 @@ def run_segmentation(dataset_dir: Path, split: str, budget_s: float, image_size:
     experiment = experiment_for(device)
     encoder = experiment_encoder(experiment)
     ours_run, loop_run = out_dir / "ours", out_dir / "smp_loop"
-    train, evaluate = _ours_commands(dataset_dir, split, budget_s, image_size, ours_run, device, quick)
-    loop = _loop_command(dataset_dir, split, budget_s, image_size, loop_run, device, quick, encoder)
+    train, evaluate = _ours_commands(dataset_dir, split, budget_s, image_size, ours_run, device, quick, seed)
+    loop = _loop_command(dataset_dir, split, budget_s, image_size, loop_run, device, quick, encoder, seed)
     base = {"family": "segmentation", "budget_s": float(budget_s), "steps": None, "epochs": None,
             "img_per_s": None, "miou": None, "pixel_accuracy": None, "skipped": None}
     results = {"ours": {**base, "name": f"ours ({experiment}, {encoder})",
@@ -234,7 +241,7 @@ def _loop_main(args: argparse.Namespace) -> None:
     out = Path(args.out)
     trained = plain_smp_loop(Path(args.dataset), args.encoder, args.image_size, args.budget,
                              out / "smp_unet.pt", args.device, batch_size=2 if args.quick else 8,
-                             limit=QUICK_IMAGES if args.quick else None)
+                             limit=QUICK_IMAGES if args.quick else None, seed=args.seed)
     score = score_state_dict(out / "smp_unet.pt", Path(args.dataset), args.split, args.encoder,
                              args.image_size, args.device, out / f"eval_{args.split}")
     result = {"steps": trained["steps"], "epochs": round(trained["epochs"], 3),
@@ -252,6 +259,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="runs/peers_seg")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="both contestants' seed (our trainer.seed)")
     parser.add_argument("--sequential", action="store_true",
                         help="one contestant after the other (each with --threads), instead of side by side")
     parser.add_argument("--json", help="also write the results, machine and versions to this JSON file")
@@ -262,12 +270,14 @@ def main() -> None:
         _loop_main(args)
         return
     results = run_segmentation(Path(args.dataset), args.split, args.budget, args.image_size, args.threads,
-                               Path(args.out), args.device, args.quick, side_by_side=not args.sequential)
+                               Path(args.out), args.device, args.quick, side_by_side=not args.sequential,
+                               seed=args.seed)
     print(json.dumps(results, indent=2))
     if args.json:
         report = {"benchmark": "segmentation peers (issue 9)", "dataset": args.dataset, "split": args.split,
                   "budget_s": args.budget, "image_size": args.image_size, "threads_per_contestant": args.threads,
-                  "side_by_side": not args.sequential, "device": args.device, **environment(), "contestants": results}
+                  "side_by_side": not args.sequential, "device": args.device, "seed": args.seed, **environment(),
+                  "contestants": results}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 

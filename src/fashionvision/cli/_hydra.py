@@ -45,6 +45,18 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def log_error_to_file(message: str) -> None:
+    """Record ``message`` in the run's log file only; the terminal gets the one ``error:`` line.
+
+    Hydra's job logging has a console handler next to the file: logging the refusal through
+    it as well printed every error twice (``[...][ERROR] - ...`` and then ``error: ...``).
+    """
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers + log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_key: str | None = None,
               renames: dict[str, str] | None = None, dataset_alias: bool = False) -> None:
     """Run ``body(cfg)`` as a Hydra app; exit with its return code (0 when None).
@@ -90,7 +102,7 @@ def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_ke
         try:
             status["code"] = int(body(to_plain(cfg)) or 0)
         except UserError as exc:
-            log.error("%s", exc)
+            log_error_to_file(str(exc))
             print(f"error: {exc}", file=sys.stderr)
             status["code"] = 2
         except (OSError, ValueError, TypeError) as exc:
@@ -98,7 +110,7 @@ def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_ke
                        if not _failures.debug() else None)
             if message is None:
                 raise
-            log.error("%s", message)
+            log_error_to_file(message)
             print(f"error: {message}", file=sys.stderr)
             status["code"] = 2
 

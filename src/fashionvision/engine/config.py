@@ -38,6 +38,7 @@ class TrainerConfig:
     grad_clip: float | None = 10.0
     ema: bool = True
     ema_decay: float = 0.9998
+    ema_ramp: float = 2000.0  # updates over which the EMA decay ramps up (1 - exp(-updates / ramp))
     amp: str = "bf16"
     channels_last: bool = True
     compile: bool = False
@@ -71,6 +72,7 @@ class TrainerConfig:
         require(self.grad_clip is None or self.grad_clip >= 0, "trainer.grad_clip", self.grad_clip,
                 ">= 0 (or null)")
         require(0.0 <= self.ema_decay < 1.0, "trainer.ema_decay", self.ema_decay, "in [0, 1)")
+        require(self.ema_ramp >= 0, "trainer.ema_ramp", self.ema_ramp, ">= 0 (0 = the full decay at once)")
         self.max_seconds  # validates the duration now rather than mid-run
 
     @property

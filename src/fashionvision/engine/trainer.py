@@ -165,7 +165,7 @@ class Trainer:
         self.optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
         self.schedule = WarmupCosine(self.optimizer, cfg.warmup_epochs * self.steps_per_epoch, cfg.min_lr_ratio)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
-        self.ema = ModelEMA(model, cfg.ema_decay) if cfg.ema else None
+        self.ema = ModelEMA(model, cfg.ema_decay, cfg.ema_ramp) if cfg.ema else None
 
         self.epoch, self.batch_in_epoch, self.step, self.batches_seen = 0, 0, 0, 0
         self.train_seconds, self.skipped_steps, self.bad_in_row = 0.0, 0, 0
