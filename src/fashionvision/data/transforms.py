@@ -298,11 +298,11 @@ class TrainTransform:
 
     def mosaic_at(self, progress: float) -> float:
         """The mosaic probability at ``progress`` (0..1) of training: 0 in the closing phase."""
-        return 0.0 if self.close_mosaic > 0 and progress >= 1.0 - self.close_mosaic else self.mosaic
+        return 0.0 if in_closing_phase(progress, self.close_mosaic) else self.mosaic
 
     def crop_at(self, progress: float) -> Shape | None:
         """The patch size at ``progress`` (0..1) of training: None (whole images) when closing."""
-        return None if self.close_crop > 0 and progress >= 1.0 - self.close_crop else self.crop_size
+        return None if in_closing_phase(progress, self.close_crop) else self.crop_size
 
     def __call__(self, sample: dict, rng: np.random.Generator,
                  fetch: Callable[[int], dict] | None = None, length: int = 0,
@@ -447,6 +447,11 @@ class TrainTransform:
         if not has_mask:
             out.pop("mask")
         return out
+
+
+def in_closing_phase(progress: float, fraction: float) -> bool:
+    """Whether ``progress`` (0..1) is in the last ``fraction`` of training (close_mosaic, close_crop)."""
+    return fraction > 0 and progress >= 1.0 - fraction
 
 
 def _parse_crop_size(value) -> Shape | None:

@@ -51,7 +51,8 @@ def hardest_pixels_cross_entropy(logits: torch.Tensor, target: torch.Tensor, sha
 
     Most pixels of a fashion photo are background or skin the model already gets right after
     a few hundred steps; averaging only the hardest ones (garment borders, rare garments)
-    keeps their gradient from being diluted. ``share=1`` is :func:`cross_entropy`.
+    keeps their gradient from being diluted. Without class weights, ``share=1`` is
+    :func:`cross_entropy` (with them, the kept pixels' weighted losses are averaged plainly).
     """
     losses = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=ignore_index,
                              reduction="none").flatten()
