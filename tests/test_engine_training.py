@@ -237,3 +237,19 @@ def test_ema_ramp_reaches_the_trainer(toy_data: Path, tmp_path: Path) -> None:
     assert short.ema.current_decay() > 0.9 > default.ema.current_decay()
     with pytest.raises(UserError, match="trainer.ema_ramp"):
         _run(toy_data, tmp_path / "bad", epochs=1, ema_ramp=-1.0)
+
+
+def test_repeat_threshold_lengthens_the_epoch_with_rare_images(toy_data: Path, tmp_path: Path) -> None:
+    """trainer.repeat_threshold wraps the training split: each toy class is in half the images,
+    so with t = 0.9 every image repeats sqrt(1.8) ~ 1.34 times (rounded from the seed)."""
+    import numpy as np
+
+    from fashionvision.data.repeat_factor import repeat_counts
+
+    plain = _run(toy_data, tmp_path / "plain", epochs=1)
+    repeated = _run(toy_data, tmp_path / "repeated", epochs=1, repeat_threshold=0.9)
+    expected = repeat_counts(np.full(8, np.sqrt(1.8)), seed=0)
+    assert len(plain.train_set) == 8 and len(repeated.train_set) == int(expected.sum()) > 8
+    assert repeated.batches_per_epoch == int(expected.sum()) // BASE["batch_size"]
+    with pytest.raises(UserError, match="trainer.repeat_threshold"):
+        _run(toy_data, tmp_path / "bad", epochs=1, repeat_threshold=0.0)

@@ -183,3 +183,52 @@ def test_bad_ohem_share_is_refused():
 
     with pytest.raises(UserError, match="model.ohem"):
         UNetConfig(ohem=0.0).check()
+    with pytest.raises(UserError, match="model.lovasz_pixels"):
+        UNetConfig(lovasz_pixels=0).check()
+
+
+def test_lovasz_term_is_the_libraries_and_ignores_padding():
+    """model.loss=ce+lovasz adds segmentation-models-pytorch's Lovasz-softmax: near 0 for a
+    confident right answer, large for a wrong one, and padding (255) counts for nothing."""
+    import torch
+
+    from fashionvision.families.unet.losses import SegmentationLoss
+
+    criterion = SegmentationLoss("ce+lovasz")
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, :2] = 2
+    right = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 20
+    wrong = torch.nn.functional.one_hot((target + 1) % 3, 3).permute(0, 3, 1, 2).float() * 20
+    assert set(criterion(right, target)) == {"ce", "lovasz"}
+    assert criterion(right, target)["lovasz"] < 1e-3 < 0.9 < criterion(wrong, target)["lovasz"]
+    padded = target.clone()
+    padded[0, 3] = 255
+    mixed = right.clone()
+    mixed[0, :, 3] = wrong[0, :, 3]  # wrong only where the target is padding
+    assert criterion(mixed, padded)["lovasz"] < 1e-3
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    criterion(logits, padded.expand(2, 4, 4))["lovasz"].backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_lovasz_sees_a_random_sample_of_the_valid_pixels():
+    """model.lovasz_pixels: the term sorts only that many pixels, never padding ones, each with
+    its own logits; null (or a batch with fewer valid pixels) keeps every pixel."""
+    import torch
+
+    from fashionvision.families.unet.losses import sample_pixels
+
+    logits = torch.randn(2, 5, 6, 7)
+    target = torch.randint(0, 5, (2, 6, 7))
+    target[1, :3] = 255
+    picked, labels = sample_pixels(logits, target, 20)
+    assert picked.shape == (1, 5, 1, 20) and labels.shape == (1, 1, 20)
+    assert (labels != 255).all()
+    # every sampled column is the logits vector of a pixel with that label
+    flat = logits.permute(0, 2, 3, 1).reshape(-1, 5)
+    for k in range(20):
+        matches = (flat == picked[0, :, 0, k]).all(1).nonzero().squeeze(1)
+        assert matches.numel() == 1 and target.reshape(-1)[matches[0]] == labels[0, 0, k]
+    everything, all_labels = sample_pixels(logits, target, 10_000)
+    assert all_labels.numel() == int((target != 255).sum())
+    assert sample_pixels(logits, target, None)[0] is logits

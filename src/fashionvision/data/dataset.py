@@ -178,6 +178,11 @@ class FashionDataset(Dataset):
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
     def __getitem__(self, index: int) -> dict | None:
+        return self.item(index, stream=index)
+
+    def item(self, index: int, stream: int) -> dict | None:
+        """Image ``index`` augmented by the generator of ``stream`` (a repeated image's copies
+        each get their own stream; see :class:`~fashionvision.data.repeat_factor.RepeatedDataset`)."""
         if not self.train:
             try:
                 sample = self.load_sample(index)
@@ -189,7 +194,7 @@ class FashionDataset(Dataset):
                 return None
         else:
             sample = self._load_readable(index)
-        out = self.transform(sample, self.rng_for(index), fetch=self._load_readable, length=len(self),
+        out = self.transform(sample, self.rng_for(stream), fetch=self._load_readable, length=len(self),
                              progress=self.progress)
         i = sample["index"]
         item = {

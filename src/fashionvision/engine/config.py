@@ -54,6 +54,7 @@ class TrainerConfig:
     seed: int = 0
     sync_bn: bool = False
     limit_images: int | None = None
+    repeat_threshold: float | None = None  # repeat-factor sampling of rare classes (LVIS's t)
     log_images: int = 4
     log_every_steps: int = 10
 
@@ -73,6 +74,9 @@ class TrainerConfig:
                 ">= 0 (or null)")
         require(0.0 <= self.ema_decay < 1.0, "trainer.ema_decay", self.ema_decay, "in [0, 1)")
         require(self.ema_ramp >= 0, "trainer.ema_ramp", self.ema_ramp, ">= 0 (0 = the full decay at once)")
+        if self.repeat_threshold is not None:
+            require(0 < self.repeat_threshold <= 1, "trainer.repeat_threshold", self.repeat_threshold,
+                    "null (off) or in (0, 1]")
         self.max_seconds  # validates the duration now rather than mid-run
 
     @property

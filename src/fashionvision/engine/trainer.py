@@ -42,6 +42,8 @@ from fashionvision.errors import UserError
 from fashionvision.progress import TrackedLoader
 
 if TYPE_CHECKING:  # the contract only: the engine never imports a task at run time
+    from torch.utils.data import Dataset
+
     from fashionvision.tasks.base import Task
 
 log = logging.getLogger("fashionvision.engine")
@@ -98,6 +100,20 @@ class Trainer:
         self.stop_signals = StopSignals()
 
     # ------------------------------------------------------------------ setup
+    def _repeated(self, train_set: Dataset) -> Dataset:
+        """``train_set`` with images of rare classes repeated (``trainer.repeat_threshold``)."""
+        threshold = self.cfg.repeat_threshold
+        if threshold is None:
+            return train_set
+        from fashionvision.data.repeat_factor import RepeatedDataset, repeat_counts, repeat_factors
+
+        classes = self.task.image_classes("train")[:len(train_set)]  # limit_images keeps the first N
+        counts = repeat_counts(repeat_factors(classes, threshold), self.cfg.seed)
+        if self.dist.is_main:
+            log.info("repeat-factor sampling (threshold %g): %d images -> %d items an epoch, %d repeated",
+                     threshold, len(counts), int(counts.sum()), int((counts > 1).sum()))
+        return RepeatedDataset(train_set, counts)
+
     def setup(self) -> None:
         """Build datasets, loaders, model, optimizer, EMA; load the resume checkpoint."""
         cfg, task = self.cfg, self.task
@@ -120,7 +136,8 @@ class Trainer:
         task.seed = cfg.seed  # the per-item augmentation streams follow trainer.seed
         if not self.dist.is_main:
             du.barrier()  # rank 0 builds the decoded-image cache files first; the others reuse them
-        self.train_set = EpochAware(task.build_dataset("train", train=True, limit=limit, cache=cfg.cache_images))
+        self.train_set = EpochAware(self._repeated(task.build_dataset("train", train=True, limit=limit,
+                                                                      cache=cfg.cache_images)))
         # only rank 0 validates (mAP does not split across ranks), so only it holds the split
         self.val_set = (task.build_dataset("val", train=False, limit=limit, cache=cfg.cache_images)
                         if self.dist.is_main else [])

@@ -27,6 +27,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -144,6 +145,13 @@ class Task(ABC):
         segmentation returns ``{"mask": [h, w] int64, "confidence": optional [h, w]}`` (the
         probability of each pixel's class).
         """
+
+    def image_classes(self, split: str) -> list[np.ndarray]:
+        """The class indices each image of ``split`` contains (repeat-factor sampling reads them).
+
+        Detection: the classes of its boxes. Segmentation overrides this with its masks' classes.
+        """
+        return [np.unique(r.boxes[:, 4]) for r in self.data.records(split)]
 
     def gpu_augment(self, batch: dict) -> dict:
         """Colour jitter of a training batch already on the GPU, when :attr:`gpu_color` is set.

@@ -119,6 +119,22 @@ class SegmentationTask(Task):
                               seed=self.seed, ignore_index=self.ignore_index,
                               color_on_cpu=not (train and self.gpu_color))
 
+    def image_classes(self, split: str) -> list[np.ndarray]:
+        """The classes each training mask of ``split`` contains (each mask read once; padding and
+        values beyond the classes left out)."""
+        from PIL import Image
+
+        classes = []
+        for record in self.data.records(split):
+            path = self.data.mask_path(record)
+            try:
+                with Image.open(path) as image:
+                    values = np.unique(np.asarray(image))
+            except (OSError, ValueError) as exc:
+                raise UserError(f"{path}: cannot read mask ({exc})") from None
+            classes.append(values[(values != self.ignore_index) & (values < len(self.class_names))])
+        return classes
+
     def collate(self, items: list[dict]) -> dict:
         from fashionvision.data.dataset import segmentation_collate
 

@@ -8,7 +8,7 @@ from fashionvision.config import require
 from fashionvision.errors import UserError
 from fashionvision.tasks.segmentation import SegmentationConfig
 
-LOSSES = ("ce", "dice", "ce+dice")
+LOSSES = ("ce", "dice", "ce+dice", "ce+lovasz")
 
 
 @dataclass
@@ -24,6 +24,7 @@ class UNetConfig(SegmentationConfig):
     loss_weights: dict | None = None
     class_weights: bool = False
     ohem: float | None = None               # CE over only this share of the hardest pixels
+    lovasz_pixels: int | None = 16384       # random pixels per batch the Lovasz term sorts (null = all)
 
 
     def check(self) -> None:
@@ -31,5 +32,7 @@ class UNetConfig(SegmentationConfig):
         require(self.width > 0, "model.width", self.width, "> 0")
         if self.ohem is not None:
             require(0 < self.ohem <= 1, "model.ohem", self.ohem, "null or in (0, 1]")
+        if self.lovasz_pixels is not None:
+            require(self.lovasz_pixels >= 1, "model.lovasz_pixels", self.lovasz_pixels, "null or at least 1")
         if self.loss not in LOSSES:
             raise UserError(f"model.loss='{self.loss}'; choose one of {', '.join(LOSSES)}")

@@ -1,4 +1,4 @@
-"""Segmentation losses as named terms: cross-entropy, Dice, or both (the default).
+"""Segmentation losses as named terms: cross-entropy, Dice, both (the default), or CE + Lovasz.
 
 * **Cross-entropy** per pixel, optionally weighted per class from the training split's pixel
   frequencies (:func:`class_weights_from_frequencies`), so that rare garments are not drowned
@@ -7,8 +7,13 @@
   ``1 - 2|P∩G| / (|P| + |G|)`` over softmax probabilities, averaged over those classes.
   Each present class counts equally however few its pixels, which is what mIoU rewards.
 
-Both ignore pixels equal to ``ignore_index`` (letterbox padding) and are computed in float32
-even under autocast. No Python loops over classes or images: a handful of fused tensor ops.
+* **Lovasz-softmax** (Berman et al., 2018; segmentation-models-pytorch's ``LovaszLoss``): a
+  convex surrogate of each present class's Jaccard loss, i.e. of the IoU itself.
+
+All ignore pixels equal to ``ignore_index`` (letterbox padding) and are computed in float32
+even under autocast. CE and Dice have no Python loops over classes or images (a handful of fused
+tensor ops); the library's Lovasz term sorts each present class's errors in turn, so it sees a
+random sample of the batch's pixels (:func:`sample_pixels`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torch import nn
 
 from fashionvision.errors import UserError
 
-LOSS_TERMS = {"ce": ("ce",), "dice": ("dice",), "ce+dice": ("ce", "dice")}
+LOSS_TERMS = {"ce": ("ce",), "dice": ("dice",), "ce+dice": ("ce", "dice"), "ce+lovasz": ("ce", "lovasz")}
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
@@ -87,8 +92,25 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 25
     return ((1 - dice) * present).sum() / present.sum().clamp(min=1)
 
 
+def sample_pixels(logits: torch.Tensor, target: torch.Tensor, count: int | None,
+                  ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` random non-ignored pixels of a batch as ``[1, C, 1, count]`` logits and
+    ``[1, 1, count]`` targets (all valid pixels when there are fewer, or ``count`` is None).
+
+    Drawn from torch's global generator, so a seeded run draws the same pixels.
+    """
+    if count is None:
+        return logits, target
+    valid = (target != ignore_index).nonzero()                         # [N, 3]: image, row, column
+    if valid.shape[0] > count:
+        valid = valid[torch.randperm(valid.shape[0], device=valid.device)[:count]]
+    image, row, column = valid.unbind(1)
+    picked = logits[image, :, row, column]                               # [n, C], no full-size copy
+    return picked.t().reshape(1, logits.shape[1], 1, -1), target[image, row, column].view(1, 1, -1)
+
+
 class SegmentationLoss(nn.Module):
-    """``ce``, ``dice`` or ``ce+dice``: returns ``{"ce": ..., "dice": ...}`` (the engine sums).
+    """``ce``, ``dice``, ``ce+dice`` or ``ce+lovasz``: returns ``{"ce": ..., "dice": ...}`` (the engine sums).
 
     Args:
         kind: which terms.
@@ -96,18 +118,27 @@ class SegmentationLoss(nn.Module):
         ignore_index: target value of pixels that count for nothing.
         weights: optional multiplier per term, e.g. ``{"dice": 0.5}``.
         ohem: cross-entropy over only this share of the hardest pixels (None = all).
+        lovasz_pixels: the Lovasz term sees this many random valid pixels of the batch (None =
+            all). Measured on one CPU thread, forward and backward, 12 classes present: about
+            0.58 s a step for all 8 x 128 x 128 pixels (more than the network), 0.09 s for 16,384.
     """
 
     def __init__(self, kind: str = "ce+dice", class_weights: torch.Tensor | None = None,
                  ignore_index: int = 255, weights: dict[str, float] | None = None,
-                 ohem: float | None = None):
+                 ohem: float | None = None, lovasz_pixels: int | None = 16384):
         super().__init__()
         self.ohem = ohem
+        self.lovasz_pixels = lovasz_pixels
         if kind not in LOSS_TERMS:
             raise UserError(f"model.loss={kind!r}: choose one of {', '.join(LOSS_TERMS)}")
         self.terms = LOSS_TERMS[kind]
         self.ignore_index = ignore_index
         self.term_weights = {t: float((weights or {}).get(t, 1.0)) for t in self.terms}
+        if "lovasz" in self.terms:
+            from segmentation_models_pytorch.losses import LovaszLoss
+
+            # the library's Lovasz-softmax over the batch's present classes
+            self.lovasz = LovaszLoss("multiclass", per_image=False, ignore_index=ignore_index)
         self.register_buffer("class_weights", None if class_weights is None
                              else torch.as_tensor(class_weights, dtype=torch.float32))
 
@@ -124,6 +155,9 @@ class SegmentationLoss(nn.Module):
                     out["ce"] = cross_entropy(logits, target, self.class_weights, self.ignore_index)
             if "dice" in self.terms:
                 out["dice"] = dice_loss(logits, target, self.ignore_index)
+            if "lovasz" in self.terms:
+                out["lovasz"] = self.lovasz(*sample_pixels(logits.float(), target, self.lovasz_pixels,
+                                                           self.ignore_index))
             return {k: v * self.term_weights[k] if self.term_weights[k] != 1.0 else v
                     for k, v in out.items()}
 

@@ -63,7 +63,7 @@ class UNetTask(SegmentationTask):
 
             weights = self.class_weights() if self.cfg.class_weights else None
             self._criterion = SegmentationLoss(self.cfg.loss, weights, self.ignore_index, self.cfg.loss_weights,
-                                               self.cfg.ohem)
+                                               self.cfg.ohem, self.cfg.lovasz_pixels)
         return self._criterion
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, model: nn.Module) -> dict[str, torch.Tensor]:
