@@ -37,8 +37,7 @@ def repeat_factors(image_classes: Sequence[np.ndarray], threshold: float) -> np.
     per_image = [np.unique(np.asarray(c, dtype=np.int64)) for c in image_classes]
     if not per_image:
         return np.ones(0)
-    seen = np.concatenate(per_image) if any(len(c) for c in per_image) else np.zeros(0, np.int64)
-    share = np.bincount(seen).astype(np.float64) / len(per_image)
+    share = np.bincount(np.concatenate(per_image)).astype(np.float64) / len(per_image)
     class_factor = np.ones_like(share)
     present = share > 0
     class_factor[present] = np.maximum(1.0, np.sqrt(threshold / share[present]))

@@ -122,16 +122,15 @@ class SegmentationTask(Task):
     def image_classes(self, split: str) -> list[np.ndarray]:
         """The classes each training mask of ``split`` contains (each mask read once; padding and
         values beyond the classes left out)."""
-        from PIL import Image
+        from fashionvision.data.cache import read_mask
+        from fashionvision.data.image_io import ImageReadError
 
         classes = []
         for record in self.data.records(split):
-            path = self.data.mask_path(record)
             try:
-                with Image.open(path) as image:
-                    values = np.unique(np.asarray(image))
-            except (OSError, ValueError) as exc:
-                raise UserError(f"{path}: cannot read mask ({exc})") from None
+                values = np.unique(read_mask(self.data.mask_path(record)))
+            except ImageReadError as exc:
+                raise UserError(str(exc)) from None
             classes.append(values[(values != self.ignore_index) & (values < len(self.class_names))])
         return classes
 

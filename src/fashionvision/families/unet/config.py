@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from fashionvision.config import require
 from fashionvision.errors import UserError
+from fashionvision.families.unet.losses import LOSS_TERMS
 from fashionvision.tasks.segmentation import SegmentationConfig
 
-LOSSES = ("ce", "dice", "ce+dice", "ce+lovasz")
+LOSSES = tuple(LOSS_TERMS)
 
 
 @dataclass
