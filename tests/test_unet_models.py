@@ -8,9 +8,10 @@ import torch
 from fashionvision.errors import UserError
 from fashionvision.families import build_model
 from fashionvision.families.unet.losses import (SegmentationLoss, class_weights_from_frequencies,
-                                             cross_entropy, dice_loss, pixel_frequencies)
+                                             cross_entropy, dice_loss)
 from fashionvision.families.unet.model import UNet, build_unet, load_weights
 from fashionvision.families.unet.vanilla import VanillaUNet, level_channels
+from fashionvision.tasks.class_prior import pixel_frequencies
 
 
 pytestmark = pytest.mark.usefixtures("two_torch_threads")

@@ -95,6 +95,7 @@ def rebuild_task(model_cfg: dict, described: dict, config: dict | None = None,
     if described.get("anchors"):  # the trained values: never recompute (or write) k-means anchors
         anchors_cfg = {"name": "values", "values": described["anchors"]}
     task = family(name)(model_cfg, data, config.get("augment"), anchors_cfg)
+    task.restore(described)
     if classes is not None and list(task.class_names) != list(classes):
         raise UserError(f"{source} predicts {len(classes)} classes but dataset "
                         f"'{dataset_path}' gives {len(task.class_names)} (or other names)")

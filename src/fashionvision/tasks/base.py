@@ -146,6 +146,12 @@ class Task(ABC):
         probability of each pixel's class).
         """
 
+    def restore(self, described: dict) -> None:
+        """Take back what training computed from the data, from a checkpoint's :meth:`describe`.
+
+        A no-op unless the task stores such values (the segmenter's logit-adjustment biases).
+        """
+
     def image_classes(self, split: str) -> list[np.ndarray]:
         """The class indices each image of ``split`` contains (repeat-factor sampling reads them).
 

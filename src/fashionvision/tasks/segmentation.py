@@ -67,10 +67,13 @@ class SegmentationConfig:
     seed: int = 0
     ignore_index: int = 255
     cpu_profile: str | None = None  # the experiment fashion-train picks on a machine without CUDA
+    logit_adjust: float = 0.0       # predict argmax(logits - tau * log(training pixel share))
 
     def check(self) -> None:
         check_image_size("model.image_size", self.image_size)
         require(0 <= self.ignore_index <= 255, "model.ignore_index", self.ignore_index, "in [0, 255]")
+        require(0 <= self.logit_adjust <= 2, "model.logit_adjust", self.logit_adjust,
+                "in [0, 2] (0 = plain argmax)")
 
 
 class SegmentationTask(Task):
@@ -96,6 +99,8 @@ class SegmentationTask(Task):
                             f"model.ignore_index={self.ignore_index}")
         #: set by ``fashion-eval``: ``save_masks`` writes predicted masks during :meth:`evaluate`
         self.eval_options: dict = {"save_masks": False}
+        self._pixel_counts: np.ndarray | None = None
+        self._decision_bias: torch.Tensor | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -139,6 +144,50 @@ class SegmentationTask(Task):
 
         return segmentation_collate(items)
 
+    # --- class priors ----------------------------------------------------------------------
+    def pixel_counts(self) -> np.ndarray:
+        """Pixels per class over the training split's masks (read once, then kept)."""
+        if self._pixel_counts is None:
+            from fashionvision.tasks.class_prior import pixel_frequencies
+
+            records = self.data.records("train")
+            started = time.perf_counter()
+            self._pixel_counts = pixel_frequencies((self.data.mask_path(r) for r in records),
+                                                   len(self.class_names), self.ignore_index)
+            log.info("class pixel counts from %d training masks in %.1fs", len(records),
+                     time.perf_counter() - started)
+        return self._pixel_counts
+
+    def decision_bias(self) -> torch.Tensor | None:
+        """``-tau * log(prior)`` added to the logits before the argmax, or None (``model.logit_adjust=0``).
+
+        Post-hoc logit adjustment (Menon et al., 2021): a network trained with plain
+        cross-entropy on a long-tailed split learns the training prior into its logits, so its
+        argmax under-predicts rare garments. Subtracting ``tau`` times the log of each class's
+        share of the training pixels moves the decision towards them; ``tau`` trades false
+        negatives of rare classes for false positives. The prior is computed once from the
+        training masks and stored in the checkpoint (:meth:`describe`), so a model predicts the
+        same on a machine without its data (:meth:`restore`).
+        """
+        tau = float(self.cfg.logit_adjust)
+        if tau == 0:
+            return None
+        if self._decision_bias is None:
+            from fashionvision.tasks.class_prior import log_prior
+
+            self._decision_bias = -tau * log_prior(self.pixel_counts())
+            log.info("logit adjustment (tau %.2f): class biases from %.2f to %.2f", tau,
+                     float(self._decision_bias.min()), float(self._decision_bias.max()))
+        return self._decision_bias
+
+    def restore(self, described: dict) -> None:
+        bias = described.get("decision_bias")
+        if bias is not None:
+            if len(bias) != len(self.class_names):
+                raise UserError(f"the stored decision_bias has {len(bias)} values for "
+                                f"{len(self.class_names)} classes")
+            self._decision_bias = torch.tensor(bias, dtype=torch.float32)
+
     # --- training -------------------------------------------------------------------------
     @staticmethod
     def _input(images: torch.Tensor) -> torch.Tensor:
@@ -157,7 +206,8 @@ class SegmentationTask(Task):
         """Per image ``{"mask": int64 [h, w], "confidence": float32 [h, w]}`` at original size.
 
         ``confidence`` is the probability of the chosen class at each pixel (a class's score is
-        its mean over the class's pixels); ``return_probs=False`` leaves it out. The logits are
+        its mean over the class's pixels; with ``model.logit_adjust`` the softmax of the
+        adjusted logits); ``return_probs=False`` leaves it out. The logits are
         resized bilinearly in bands of rows (:func:`~fashionvision.tasks.seg_upsample.
         labels_at_original`), never all classes at full size at once, so a 6000 x 6000 photo
         needs ~12 bytes per pixel here instead of 4 x C. ``conf`` and ``iou`` are detection
@@ -171,6 +221,10 @@ class SegmentationTask(Task):
         fast = device.type == "cuda" and torch.cuda.is_bf16_supported()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
             logits = model(self._input(images.to(device)))
+        bias = self.decision_bias()
+        if bias is not None:
+            # a constant per class: adding it before the bilinear resize equals adding it after
+            logits = logits.float() + bias.to(logits.device).view(1, -1, 1, 1)
         results = []
         for i, meta in enumerate(metas):
             labels, confidence = labels_at_original(logits[i], meta, confidence=return_probs)
@@ -280,7 +334,9 @@ class SegmentationTask(Task):
     def describe(self) -> dict:
         # classes = what the model predicts (mask labels); det_classes rebuild the dataset's
         # detection list for inference without the data (families.rebuild_task)
+        bias = self.decision_bias()
         return {**super().describe(), "mask_classes": self.class_names,
                 "det_classes": list(self.data.classes),
-                "image_size": self.image_size, "ignore_index": self.ignore_index}
+                "image_size": self.image_size, "ignore_index": self.ignore_index,
+                **({"decision_bias": [round(float(b), 5) for b in bias]} if bias is not None else {})}
 

@@ -26,6 +26,7 @@ class UNetConfig(SegmentationConfig):
     class_weights: bool = False
     ohem: float | None = None               # CE over only this share of the hardest pixels
     lovasz_pixels: int | None = 16384       # random pixels per batch the Lovasz term sorts (null = all)
+    logit_adjust_loss: float = 0.0          # CE on logits + tau * log(training pixel share)
 
 
     def check(self) -> None:
@@ -35,5 +36,7 @@ class UNetConfig(SegmentationConfig):
             require(0 < self.ohem <= 1, "model.ohem", self.ohem, "null or in (0, 1]")
         if self.lovasz_pixels is not None:
             require(self.lovasz_pixels >= 1, "model.lovasz_pixels", self.lovasz_pixels, "null or at least 1")
+        require(0 <= self.logit_adjust_loss <= 2, "model.logit_adjust_loss", self.logit_adjust_loss,
+                "in [0, 2] (0 = off; 1 = Menon et al.'s logit-adjusted loss)")
         if self.loss not in LOSSES:
             raise UserError(f"model.loss='{self.loss}'; choose one of {', '.join(LOSSES)}")

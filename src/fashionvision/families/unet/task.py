@@ -10,7 +10,6 @@ same input.
 from __future__ import annotations
 
 import logging
-import time
 
 import torch
 from torch import nn
@@ -44,31 +43,29 @@ class UNetTask(SegmentationTask):
         return self.new_model(self.model_cfg, len(self.class_names))
 
     def class_weights(self) -> torch.Tensor:
-        """Cross-entropy weights from the training split's pixel frequencies (masks read once)."""
-        from fashionvision.families.unet.losses import class_weights_from_frequencies, pixel_frequencies
+        """Cross-entropy weights from the training split's pixel frequencies."""
+        from fashionvision.families.unet.losses import class_weights_from_frequencies
 
-        records = self.data.records("train")
-        started = time.perf_counter()
-        counts = pixel_frequencies((self.data.mask_path(r) for r in records), len(self.class_names),
-                                   self.ignore_index)
-        weights = class_weights_from_frequencies(counts)
-        log.info("class weights from %d training masks in %.1fs: min %.2f, max %.2f", len(records),
-                 time.perf_counter() - started, float(weights.min()), float(weights.max()))
+        weights = class_weights_from_frequencies(self.pixel_counts())
+        log.info("class weights: min %.2f, max %.2f", float(weights.min()), float(weights.max()))
         return weights
 
     @property
     def criterion(self) -> nn.Module:
         if self._criterion is None:
             from fashionvision.families.unet.losses import SegmentationLoss
+            from fashionvision.tasks.class_prior import log_prior
 
             weights = self.class_weights() if self.cfg.class_weights else None
+            shift = (self.cfg.logit_adjust_loss * log_prior(self.pixel_counts())
+                     if self.cfg.logit_adjust_loss else None)
             self._criterion = SegmentationLoss(self.cfg.loss, weights, self.ignore_index, self.cfg.loss_weights,
-                                               self.cfg.ohem, self.cfg.lovasz_pixels)
+                                               self.cfg.ohem, self.cfg.lovasz_pixels, shift)
         return self._criterion
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, model: nn.Module) -> dict[str, torch.Tensor]:
         criterion = self.criterion
-        if criterion.class_weights is not None and criterion.class_weights.device != outputs.device:
+        if any(b.device != outputs.device for b in criterion.buffers()):
             criterion.to(outputs.device)
         return criterion(outputs, targets)
 
