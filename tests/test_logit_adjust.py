@@ -128,3 +128,34 @@ def test_a_trained_checkpoint_predicts_with_its_biases(tiny_ccp: Path, tmp_path:
     Trainer(task, cfg["trainer"], tmp_path / "run", cfg).fit()
     loaded, _, _ = load_for_inference(tmp_path / "run")  # no dataset path: the checkpoint's own values
     np.testing.assert_allclose(loaded.decision_bias().numpy(), task.decision_bias().numpy(), atol=1e-5)
+
+
+def test_the_sweep_script_scores_each_tau_through_the_decision_rule(tiny_runs: dict, tiny_ccp: Path,
+                                                                    tmp_path: Path, monkeypatch,
+                                                                    one_torch_thread):
+    """scripts/sweep_logit_adjust.py on the tiny segmenter: tau 0 is fashion-eval's plain score, and
+    each tau is the score of the task with model.logit_adjust=tau (the path fashion-eval takes)."""
+    import json
+    import sys
+
+    from fashionvision.engine.build import build_loader
+    from fashionvision.inference.loading import load_for_inference
+
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.syspath_prepend(str(repo / "scripts"))
+    import sweep_logit_adjust
+
+    out = tmp_path / "sweep.json"
+    monkeypatch.setattr(sys, "argv", ["sweep_logit_adjust.py", str(tiny_runs["segmenter"]), "--split", "val",
+                                      "--taus", "0,1.5", "--dataset", str(tiny_ccp), "--out", str(out)])
+    sweep_logit_adjust.main()
+    report = json.loads(out.read_text())
+    assert report["split"] == "val" and report["taus"] == [0.0, 1.5]
+    (row,) = report["runs"]
+    task, model, _ = load_for_inference(tiny_runs["segmenter"], dataset_path=str(tiny_ccp))
+    loader = build_loader(task.build_dataset("val", train=False), 8, 0, task.collate, pin_memory=False)
+    assert row["miou"]["0"] == pytest.approx(task.evaluate(model, loader, torch.device("cpu"))["miou"], abs=1e-4)
+    adjusted = build_task({**task.model_cfg, "logit_adjust": 1.5}, task.data)
+    assert row["miou"]["1.5"] == pytest.approx(adjusted.evaluate(model, loader, torch.device("cpu"))["miou"],
+                                               abs=1e-4)
+    assert report["mean"] == row["miou"]

@@ -3,7 +3,8 @@
 The dataset (aspect-preserving resize, padded to a multiple of 32), mIoU evaluation at the
 original resolution, predicted-mask files and overlays. A family (``families/unet``)
 subclasses :class:`SegmentationTask` and supplies its model (:meth:`build_model`) and named
-losses (:meth:`loss`); decoding is the same for every segmenter (argmax of the logits).
+losses (:meth:`loss`); decoding is the same for every segmenter: the argmax of the logits, shifted
+per class by :meth:`SegmentationTask.decision_bias` when ``model.logit_adjust`` is set.
 
 Classes are the converted dataset's ``mask_classes`` (index 0 = background). Images reach
 the model as RGB floats in [0, 1]; any normalisation happens inside the model, so exported

@@ -11,8 +11,11 @@
   convex surrogate of each present class's Jaccard loss, i.e. of the IoU itself.
 * **Logit adjustment** (Menon et al., 2021, "Long-tail learning via logit adjustment"): the
   cross-entropy sees ``logits + tau * log(prior)``, ``prior`` being each class's share of the
-  training pixels (:func:`log_prior`). A common class then has to win by a margin, a rare one
-  less, and the raw logits the model predicts with are the adjusted ones without the shift.
+  training pixels (:func:`~fashionvision.tasks.class_prior.log_prior`). A common class then has
+  to win by a wider margin than a rare one; predictions leave the shift out, so the network's own
+  logits come out corrected for the prior (``model.logit_adjust_loss``; measured worse than the
+  post-hoc rule of :meth:`~fashionvision.tasks.segmentation.SegmentationTask.decision_bias` on the
+  CPU recipe, README round 7).
 
 All ignore pixels equal to ``ignore_index`` (letterbox padding) and are computed in float32
 even under autocast. CE and Dice have no Python loops over classes or images (a handful of fused
