@@ -77,8 +77,10 @@ def test_decision_bias_comes_from_the_training_masks(tiny_ccp: Path):
     data = ConvertedDataset.open(tiny_ccp)
     assert build_task(TINY_UNET, data).decision_bias() is None  # off by default
     bias = build_task({**TINY_UNET, "logit_adjust": 0.5}, data).decision_bias()
-    counts = training_share(data) + 1.0
-    np.testing.assert_allclose(bias.numpy(), -0.5 * np.log(counts / counts.sum()), rtol=1e-5)
+    counts = training_share(data)
+    seen = counts > 0  # the classes never seen: test_classes_never_seen_in_training_are_not_lifted
+    expected = -0.5 * np.log((counts + 1.0) / (counts + 1.0).sum())
+    np.testing.assert_allclose(bias.numpy()[seen], expected[seen], rtol=1e-5)
     skin = data.mask_classes.index("skin")
     assert bias[0] < bias[skin]  # background, the commonest class, is pushed down the most
 
@@ -159,3 +161,16 @@ def test_the_sweep_script_scores_each_tau_through_the_decision_rule(tiny_runs: d
     assert row["miou"]["1.5"] == pytest.approx(adjusted.evaluate(model, loader, torch.device("cpu"))["miou"],
                                                abs=1e-4)
     assert report["mean"] == row["miou"]
+
+
+def test_classes_never_seen_in_training_are_not_lifted(tiny_ccp: Path):
+    """The add-one prior would give a class with no training pixel the largest lift of all; the
+    network never learned it, so it gets the commonest class's bias instead."""
+    data = ConvertedDataset.open(tiny_ccp)
+    counts = training_share(data)
+    unseen, seen = np.where(counts == 0)[0], np.where(counts > 0)[0]
+    assert len(unseen) and len(seen)  # 6 CCP photos show only some of the 59 classes
+    bias = build_task({**TINY_UNET, "logit_adjust": 0.5}, data).decision_bias().numpy()
+    rarest = seen[np.argmin(counts[seen])]
+    assert bias[unseen] == pytest.approx(bias[0]) and bias[0] == bias[seen].min()
+    assert bias[rarest] == bias.max()

@@ -166,7 +166,8 @@ class SegmentationTask(Task):
         cross-entropy on a long-tailed split learns the training prior into its logits, so its
         argmax under-predicts rare garments. Subtracting ``tau`` times the log of each class's
         share of the training pixels moves the decision towards them; ``tau`` trades false
-        negatives of rare classes for false positives. The prior is computed once from the
+        negatives of rare classes for false positives. Classes absent from the training masks
+        are not lifted (an untrained class would otherwise get the largest lift of all). The prior is computed once from the
         training masks and stored in the checkpoint (:meth:`describe`), so a model predicts the
         same on a machine without its data (:meth:`restore`).
         """
@@ -176,7 +177,14 @@ class SegmentationTask(Task):
         if self._decision_bias is None:
             from fashionvision.tasks.class_prior import log_prior
 
-            self._decision_bias = -tau * log_prior(self.pixel_counts())
+            counts = self.pixel_counts()
+            bias = -tau * log_prior(counts)
+            seen = torch.from_numpy(counts > 0)
+            if seen.any():
+                # a class the training masks never show was never learned, so there is nothing to
+                # lift: it gets the commonest class's bias instead of the largest of all
+                bias[~seen] = bias[seen].min()
+            self._decision_bias = bias
             log.info("logit adjustment (tau %.2f): class biases from %.2f to %.2f", tau,
                      float(self._decision_bias.min()), float(self._decision_bias.max()))
         return self._decision_bias
