@@ -1,6 +1,8 @@
-"""Class priors of a segmentation training split: pixel counts per class and their log shares.
+"""Class priors of a segmentation training split: the classes of each mask, pixel counts per
+class and their log shares.
 
-Three recipe options read them (all off by default): class-weighted cross-entropy
+Repeat-factor sampling (``trainer.repeat_threshold``) reads the classes of each mask; three
+recipe options read the pixel counts (all off by default): class-weighted cross-entropy
 (``model.class_weights``), the logit-adjusted loss (``model.logit_adjust_loss``) and the
 logit-adjusted decision rule (``model.logit_adjust``, :meth:`SegmentationTask.decision_bias
 <fashionvision.tasks.segmentation.SegmentationTask.decision_bias>`).
@@ -19,6 +21,19 @@ from fashionvision.data.image_io import ImageReadError
 from fashionvision.errors import UserError
 
 
+def mask_labels(path: str | os.PathLike, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """One training mask's class indices as a flat int64 array, padding and values >= C left out.
+
+    Raises:
+        UserError: the mask file is missing or unreadable (named).
+    """
+    try:
+        values = read_mask(path).reshape(-1).astype(np.int64)
+    except ImageReadError as exc:
+        raise UserError(f"cannot read a training mask: {exc}") from None
+    return values[(values != ignore_index) & (values < num_classes)]
+
+
 def pixel_frequencies(mask_paths: Iterable[str | os.PathLike], num_classes: int,
                       ignore_index: int = 255) -> np.ndarray:
     """Pixel count per class over class-index mask PNGs (read once; values >= C are ignored).
@@ -28,12 +43,7 @@ def pixel_frequencies(mask_paths: Iterable[str | os.PathLike], num_classes: int,
     """
     counts = np.zeros(num_classes, dtype=np.int64)
     for path in mask_paths:
-        try:
-            values = read_mask(path).reshape(-1).astype(np.int64)
-        except ImageReadError as exc:
-            raise UserError(f"cannot read a training mask: {exc}") from None
-        values = values[(values != ignore_index) & (values < num_classes)]
-        counts += np.bincount(values, minlength=num_classes)[:num_classes]
+        counts += np.bincount(mask_labels(path, num_classes, ignore_index), minlength=num_classes)
     return counts
 
 

@@ -128,17 +128,10 @@ class SegmentationTask(Task):
     def image_classes(self, split: str) -> list[np.ndarray]:
         """The classes each training mask of ``split`` contains (each mask read once; padding and
         values beyond the classes left out)."""
-        from fashionvision.data.cache import read_mask
-        from fashionvision.data.image_io import ImageReadError
+        from fashionvision.tasks.class_prior import mask_labels
 
-        classes = []
-        for record in self.data.records(split):
-            try:
-                values = np.unique(read_mask(self.data.mask_path(record)))
-            except ImageReadError as exc:
-                raise UserError(str(exc)) from None
-            classes.append(values[(values != self.ignore_index) & (values < len(self.class_names))])
-        return classes
+        return [np.unique(mask_labels(self.data.mask_path(r), len(self.class_names), self.ignore_index))
+                for r in self.data.records(split)]
 
     def collate(self, items: list[dict]) -> dict:
         from fashionvision.data.dataset import segmentation_collate
