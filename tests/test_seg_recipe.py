@@ -232,3 +232,33 @@ def test_lovasz_sees_a_random_sample_of_the_valid_pixels():
     everything, all_labels = sample_pixels(logits, target, 10_000)
     assert all_labels.numel() == int((target != 255).sum())
     assert sample_pixels(logits, target, None)[0] is logits
+
+
+def test_label_smoothing_matches_the_smoothed_target_and_ignores_padding():
+    """model.label_smoothing=e: each valid pixel's CE target is (1 - e) one-hot + e / classes,
+    computed independently here; padding (255) stays out; 0 is plain CE; ohem is refused with it."""
+    import torch
+
+    from fashionvision.errors import UserError
+    from fashionvision.families.unet.config import UNetConfig
+    from fashionvision.families.unet.losses import SegmentationLoss, cross_entropy
+
+    torch.manual_seed(0)
+    classes, eps = 5, 0.1
+    logits = torch.randn(2, classes, 6, 6)
+    target = torch.randint(0, classes, (2, 6, 6))
+    target[1, :3] = 255
+    valid = target != 255
+    soft = torch.nn.functional.one_hot(target.clamp(max=classes - 1), classes).permute(0, 3, 1, 2).float()
+    soft = soft * (1 - eps) + eps / classes
+    per_pixel = -(soft * logits.log_softmax(dim=1)).sum(dim=1)
+    expected = per_pixel[valid].mean()
+    smoothed = SegmentationLoss("ce", label_smoothing=eps)(logits, target)["ce"]
+    torch.testing.assert_close(smoothed, expected)
+    assert not torch.allclose(smoothed, cross_entropy(logits, target))
+    torch.testing.assert_close(SegmentationLoss("ce", label_smoothing=0.0)(logits, target)["ce"],
+                               cross_entropy(logits, target))
+    with pytest.raises(UserError, match="label_smoothing"):
+        SegmentationLoss("ce", ohem=0.25, label_smoothing=0.1)
+    with pytest.raises(UserError, match="model.label_smoothing"):
+        UNetConfig(label_smoothing=1.0).check()

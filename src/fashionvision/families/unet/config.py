@@ -27,6 +27,7 @@ class UNetConfig(SegmentationConfig):
     ohem: float | None = None               # CE over only this share of the hardest pixels
     lovasz_pixels: int | None = 16384       # random pixels per batch the Lovasz term sorts (null = all)
     logit_adjust_loss: float = 0.0          # CE on logits + tau * log(training pixel share)
+    label_smoothing: float = 0.0            # CE target: (1 - e) one-hot + e / classes
 
 
     def check(self) -> None:
@@ -38,5 +39,6 @@ class UNetConfig(SegmentationConfig):
             require(self.lovasz_pixels >= 1, "model.lovasz_pixels", self.lovasz_pixels, "null or at least 1")
         require(0 <= self.logit_adjust_loss <= 2, "model.logit_adjust_loss", self.logit_adjust_loss,
                 "in [0, 2] (0 = off; 1 = Menon et al.'s logit-adjusted loss)")
+        require(0 <= self.label_smoothing < 1, "model.label_smoothing", self.label_smoothing, "in [0, 1)")
         if self.loss not in LOSSES:
             raise UserError(f"model.loss='{self.loss}'; choose one of {', '.join(LOSSES)}")

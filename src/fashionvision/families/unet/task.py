@@ -60,7 +60,8 @@ class UNetTask(SegmentationTask):
             shift = (self.cfg.logit_adjust_loss * log_prior(self.pixel_counts())
                      if self.cfg.logit_adjust_loss else None)
             self._criterion = SegmentationLoss(self.cfg.loss, weights, self.ignore_index, self.cfg.loss_weights,
-                                               self.cfg.ohem, self.cfg.lovasz_pixels, shift)
+                                               self.cfg.ohem, self.cfg.lovasz_pixels, shift,
+                                               self.cfg.label_smoothing)
         return self._criterion
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, model: nn.Module) -> dict[str, torch.Tensor]:
