@@ -2,14 +2,15 @@
 
     python scripts/sweep_logit_adjust.py RUN_DIR [RUN_DIR ...] [--split val] \
         [--taus 0,0.1,0.2,0.25,0.3,0.4] [--dataset data/converted/ccp-416] \
-        [--out benchmarks/logit_adjust_cpu.json]
+        [--out benchmarks/logit_adjust_cpu.json] [--tta-flip]
 
 The training is untouched: each checkpoint is evaluated by our evaluator (mIoU at the original
 resolution) once per ``tau``, through the same decision rule ``fashion-eval`` uses
 (``model.logit_adjust=tau``: the argmax of ``logits - tau * log(prior)``, the prior being each
 class's share of the dataset's training pixels). Pick ``tau`` on the val split; the test split
 is for the final benchmark. Writes one JSON (each run's mIoU per ``tau`` and the mean over the
-runs) and prints a table.
+runs) and prints a table. ``--tta-flip`` scores each ``tau`` a second time with flip test-time
+augmentation (``model.tta_flip``; keys ``"<tau>+flip"``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def sweep(run: Path, dataset: str, split: str, taus: list[float]) -> dict[str, float]:
-    """mIoU of one checkpoint at each ``tau`` (the network runs once per ``tau``)."""
+def sweep(run: Path, dataset: str, split: str, taus: list[float], flips: tuple[bool, ...] = (False,)) -> dict[str, float]:
+    """mIoU of one checkpoint at each ``tau`` and flip setting (the network runs once per pair)."""
     from fashionvision.engine.build import build_loader
     from fashionvision.families import build_task
     from fashionvision.inference.loading import load_for_inference
@@ -40,9 +41,10 @@ def sweep(run: Path, dataset: str, split: str, taus: list[float]) -> dict[str, f
     task, model, _ = load_for_inference(run, device=device, dataset_path=dataset)
     loader = build_loader(task.build_dataset(split, train=False), 8, 0, task.collate, pin_memory=False)
     scores = {}
-    for tau in taus:
-        adjusted = build_task({**task.model_cfg, "logit_adjust": tau}, task.data)
-        scores[f"{tau:g}"] = round(float(adjusted.evaluate(model, loader, device)["miou"]), 4)
+    for flip in flips:
+        for tau in taus:
+            adjusted = build_task({**task.model_cfg, "logit_adjust": tau, "tta_flip": flip}, task.data)
+            scores[f"{tau:g}" + ("+flip" if flip else "")] = round(float(adjusted.evaluate(model, loader, device)["miou"]), 4)
     return scores
 
 
@@ -53,11 +55,13 @@ def main() -> None:
     parser.add_argument("--taus", default="0,0.1,0.2,0.25,0.3,0.4")
     parser.add_argument("--dataset", default=str(ROOT / "data" / "converted" / "ccp-416"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "logit_adjust_cpu.json"))
+    parser.add_argument("--tta-flip", action="store_true", help="also score each tau with flip test-time augmentation")
     args = parser.parse_args()
     taus = [float(t) for t in args.taus.split(",")]
+    flips = (False, True) if args.tta_flip else (False,)
     rows = []
     for run in args.runs:
-        scores = sweep(Path(run), args.dataset, args.split, taus)
+        scores = sweep(Path(run), args.dataset, args.split, taus, flips)
         rows.append({"run": str(run), "miou": scores})
         print(f"{Path(run).name[:28]:28s}", " ".join(f"{v:.4f}" for v in scores.values()), flush=True)
     mean = {key: round(sum(r["miou"][key] for r in rows) / len(rows), 4) for key in rows[0]["miou"]}
@@ -65,7 +69,7 @@ def main() -> None:
     report = {"date": datetime.date.today().isoformat(), "commit": commit(), "dataset": args.dataset,
               "split": args.split, "taus": taus, "threads": torch.get_num_threads(),
               "command": "python scripts/sweep_logit_adjust.py " + " ".join(args.runs)
-                         + f" --split {args.split} --taus {args.taus}",
+                         + f" --split {args.split} --taus {args.taus}" + (" --tta-flip" if args.tta_flip else ""),
               "runs": rows, "mean": mean}
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"written to {args.out}")

@@ -58,6 +58,21 @@ def test_warmup_then_cosine() -> None:
     assert sched.update(1.0, 50) == pytest.approx(0.01)
 
 
+def test_linear_decay_is_a_straight_line_after_the_warmup() -> None:
+    """trainer.lr_schedule=linear: 1 -> min_ratio in a straight line (above the cosine before
+    the midpoint, below it after); an unknown shape is refused before any step."""
+    assert lr_factor(0.25, 100, 10, 0.0, "linear") == pytest.approx(0.75)
+    assert lr_factor(0.25, 100, 10, 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert lr_factor(0.75, 100, 10, 0.0, "linear") == pytest.approx(0.25)
+    assert lr_factor(0.75, 100, 10, 0.0, "linear") > lr_factor(0.75, 100, 10, 0.0)
+    assert lr_factor(0.5, 100, 10, 0.1, "linear") == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(0.0, 4, 10, 0.0, "linear") == pytest.approx(0.5)  # the same warm-up
+    opt = build_optimizer(nn.Linear(2, 2), "sgd", 0.1, 0.0)
+    assert WarmupCosine(opt, 0, 0.0, "linear").update(0.5, 10) == pytest.approx(0.05)
+    with pytest.raises(UserError, match="trainer.lr_schedule='step'"):
+        WarmupCosine(opt, 0, 0.0, "step")
+
+
 
 def test_adamw_is_fused_on_cpu_and_matches_the_reference() -> None:
     """The fused CPU AdamW (4x faster steps on one thread) updates exactly like torch's loop."""

@@ -149,7 +149,8 @@ def test_the_sweep_script_scores_each_tau_through_the_decision_rule(tiny_runs: d
 
     out = tmp_path / "sweep.json"
     monkeypatch.setattr(sys, "argv", ["sweep_logit_adjust.py", str(tiny_runs["segmenter"]), "--split", "val",
-                                      "--taus", "0,1.5", "--dataset", str(tiny_ccp), "--out", str(out)])
+                                      "--taus", "0,1.5", "--dataset", str(tiny_ccp), "--out", str(out),
+                                      "--tta-flip"])
     sweep_logit_adjust.main()
     report = json.loads(out.read_text())
     assert report["split"] == "val" and report["taus"] == [0.0, 1.5]
@@ -160,6 +161,10 @@ def test_the_sweep_script_scores_each_tau_through_the_decision_rule(tiny_runs: d
     adjusted = build_task({**task.model_cfg, "logit_adjust": 1.5}, task.data)
     assert row["miou"]["1.5"] == pytest.approx(adjusted.evaluate(model, loader, torch.device("cpu"))["miou"],
                                                abs=1e-4)
+    flipped = build_task({**task.model_cfg, "logit_adjust": 1.5, "tta_flip": True}, task.data)
+    assert row["miou"]["1.5+flip"] == pytest.approx(flipped.evaluate(model, loader, torch.device("cpu"))["miou"],
+                                                    abs=1e-4)
+    assert set(row["miou"]) == {"0", "1.5", "0+flip", "1.5+flip"}
     assert report["mean"] == row["miou"]
 
 

@@ -119,8 +119,10 @@ def plain_smp_loop(dataset_dir: Path, encoder: str, image_size: int, budget_s: f
 
 
 def score_state_dict(weights: Path, dataset_dir: Path, split: str, encoder: str, image_size: int,
-                     device: str, output_dir: Path) -> dict:
-    """Our evaluator on a bare smp Unet state_dict, through our ``UNet`` wrapper and task."""
+                     device: str, output_dir: Path | None, tta_flip: bool = False) -> dict:
+    """Our evaluator on a bare smp Unet state_dict, through our ``UNet`` wrapper and task
+    (plain argmax; ``tta_flip`` averages each image's logits with its mirror's, as
+    ``model.tta_flip`` does for ours)."""
     import torch
 
     from fashionvision.data.converted import ConvertedDataset
@@ -129,7 +131,7 @@ def score_state_dict(weights: Path, dataset_dir: Path, split: str, encoder: str,
     from fashionvision.families.unet.model import load_weights
 
     task = family("unet")({"name": "unet", "encoder": encoder, "encoder_weights": None,
-                             "image_size": image_size}, ConvertedDataset.open(dataset_dir))
+                             "image_size": image_size, "tta_flip": tta_flip}, ConvertedDataset.open(dataset_dir))
     model = task.build_model()
     skipped = load_weights(model, weights)
     if skipped:
@@ -155,6 +157,18 @@ def _ours_commands(dataset_dir: Path, split: str, budget_s: float, image_size: i
                 f"dataset={dataset_dir}", f"device={device}", "workers=0", f"output={run}/eval_{split}",
                 f"hydra.run.dir={run}/eval_{split}"]
     return train, evaluate
+
+
+def _decoding_variants(evaluate: list[str], run: Path, split: str) -> dict[str, tuple[Path, list[str]]]:
+    """The evaluation command again with flip test-time augmentation forced off and on, so that
+    both contestants are also compared on equal decoding (``miou_no_tta`` / ``miou_tta_flip``):
+    ``{key: (report folder, command)}``."""
+    out = {}
+    for key, flag in (("miou_no_tta", "false"), ("miou_tta_flip", "true")):
+        folder = run / f"eval_{split}_{key.removeprefix('miou_')}"
+        command = [arg for arg in evaluate if not arg.startswith(("output=", "hydra.run.dir="))]
+        out[key] = (folder, command + [f"output={folder}", f"hydra.run.dir={folder}", f"tta_flip={flag}"])
+    return out
 
 
 def _loop_command(dataset_dir: Path, split: str, budget_s: float, image_size: int, run: Path,
@@ -221,6 +235,9 @@ def run_segmentation(dataset_dir: Path, split: str, budget_s: float, image_size:
         results["ours"].update(steps=summary["steps"], epochs=summary["epochs"],
                                img_per_s=summary["steps"] * batch / max(summary["train_seconds"], 1e-9),
                                miou=score["miou"], pixel_accuracy=score["pixel_acc"])
+        for key, (folder, command) in _decoding_variants(evaluate, ours_run, split).items():
+            if subprocess.run(command, cwd=ROOT, env=env, stdout=logs["ours"], stderr=subprocess.STDOUT).returncode == 0:
+                results["ours"][key] = json.loads((folder / "metrics.json").read_text())["miou"]
     if not side_by_side:
         procs["smp_loop"] = start_loop()
     if procs["smp_loop"].wait() != 0:
@@ -244,8 +261,13 @@ def _loop_main(args: argparse.Namespace) -> None:
                              limit=QUICK_IMAGES if args.quick else None, seed=args.seed)
     score = score_state_dict(out / "smp_unet.pt", Path(args.dataset), args.split, args.encoder,
                              args.image_size, args.device, out / f"eval_{args.split}")
+    # the same weights with flip test-time augmentation, so that a recipe using it can be
+    # compared with the loop on equal decoding too
+    flipped = score_state_dict(out / "smp_unet.pt", Path(args.dataset), args.split, args.encoder,
+                               args.image_size, args.device, None, tta_flip=True)
     result = {"steps": trained["steps"], "epochs": round(trained["epochs"], 3),
-              "img_per_s": trained["img_per_s"], "miou": score["miou"], "pixel_accuracy": score["pixel_acc"]}
+              "img_per_s": trained["img_per_s"], "miou": score["miou"], "pixel_accuracy": score["pixel_acc"],
+              "miou_no_tta": score["miou"], "miou_tta_flip": flipped["miou"]}
     (out / "result.json").write_text(json.dumps(result, indent=2))
 
 

@@ -35,6 +35,7 @@ class TrainerConfig:
     momentum: float = 0.937
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.05
+    lr_schedule: str = "cosine"
     grad_clip: float | None = 10.0
     ema: bool = True
     ema_decay: float = 0.9998

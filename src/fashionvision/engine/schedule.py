@@ -1,4 +1,5 @@
-"""Optimizers and the learning-rate schedule: linear warm-up, then cosine to ``min_lr_ratio``.
+"""Optimizers and the learning-rate schedule: linear warm-up, then a cosine (or, with
+``trainer.lr_schedule=linear``, a straight line) to ``min_lr_ratio``.
 
 The schedule is a function of *progress* in [0, 1], so the same curve spans either a number
 of epochs (progress = optimizer steps done / total steps) or a wall-clock budget
@@ -47,17 +48,28 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
     raise UserError(f"unknown optimizer '{name}'; choose adamw or sgd")
 
 
-def lr_factor(progress: float, step: int, warmup_steps: float, min_ratio: float) -> float:
+SCHEDULES = ("cosine", "linear")
+
+
+def lr_factor(progress: float, step: int, warmup_steps: float, min_ratio: float,
+              shape: str = "cosine") -> float:
     """Multiplier of the base LR: a linear ramp over the first ``warmup_steps`` optimizer
-    steps times a cosine from 1 to ``min_ratio`` over ``progress`` (0..1).
+    steps times a decay from 1 to ``min_ratio`` over ``progress`` (0..1), cosine or linear.
 
     Warm-up counts steps (not progress) so it means the same with an epoch count and with a
-    wall-clock budget, whose total number of steps is unknown in advance.
+    wall-clock budget, whose total number of steps is unknown in advance. The linear decay
+    (Defazio et al. 2023 found it at least as good as the cosine) spends less of the budget
+    at high rates and more in the middle.
     """
     progress = min(max(progress, 0.0), 1.0)
     ramp = 1.0 if warmup_steps <= 0 else min((step + 1) / warmup_steps, 1.0)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return ramp * (min_ratio + (1.0 - min_ratio) * cosine)
+    if shape == "linear":
+        decay = 1.0 - progress
+    elif shape == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        raise UserError(f"trainer.lr_schedule={shape!r}: choose one of {', '.join(SCHEDULES)}")
+    return ramp * (min_ratio + (1.0 - min_ratio) * decay)
 
 
 class WarmupCosine:
@@ -67,10 +79,14 @@ class WarmupCosine:
         optimizer: the optimizer whose groups are scheduled.
         warmup_steps: optimizer steps of linear warm-up (warmup_epochs x steps per epoch).
         min_ratio: final LR as a fraction of the base LR.
+        shape: ``cosine`` or ``linear`` decay after the warm-up.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: float, min_ratio: float):
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: float, min_ratio: float,
+                 shape: str = "cosine"):
+        lr_factor(0.0, 0, 0.0, min_ratio, shape)  # an unknown shape fails here, before training
         self.optimizer = optimizer
+        self.shape = shape
         self.warmup_steps = float(max(warmup_steps, 0.0))
         self.min_ratio = float(min_ratio)
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
@@ -80,7 +96,7 @@ class WarmupCosine:
     def update(self, progress: float, step: int) -> float:
         """Apply the LR for ``progress`` and ``step``; returns the LR of the first group."""
         self.progress, self.step = float(progress), int(step)
-        factor = lr_factor(self.progress, self.step, self.warmup_steps, self.min_ratio)
+        factor = lr_factor(self.progress, self.step, self.warmup_steps, self.min_ratio, self.shape)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
         return self.optimizer.param_groups[0]["lr"]

@@ -181,7 +181,8 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.model = model
         self.optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
-        self.schedule = WarmupCosine(self.optimizer, cfg.warmup_epochs * self.steps_per_epoch, cfg.min_lr_ratio)
+        self.schedule = WarmupCosine(self.optimizer, cfg.warmup_epochs * self.steps_per_epoch, cfg.min_lr_ratio,
+                                     cfg.lr_schedule)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
         self.ema = ModelEMA(model, cfg.ema_decay, cfg.ema_ramp) if cfg.ema else None
 

@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 from fashionvision.config import DEFAULT_IMAGE_SIZE, parse_section
 from fashionvision.data.augment_config import AugmentConfig
 from fashionvision.data.converted import ConvertedDataset
+from fashionvision.errors import UserError
 
 
 
@@ -151,6 +152,12 @@ class Task(ABC):
 
         A no-op unless the task stores such values (the segmenter's logit-adjustment biases).
         """
+
+    def set_tta_flip(self, enabled: bool | None) -> None:
+        """Override the checkpoint's flip test-time augmentation (``fashion-eval tta_flip=``,
+        ``fashion-predict tta_flip=``); None keeps what the model was trained with."""
+        if enabled is not None:
+            raise UserError(f"tta_flip is for segmenters; this checkpoint holds a {self.role}")
 
     def image_classes(self, split: str) -> list[np.ndarray]:
         """The class indices each image of ``split`` contains (repeat-factor sampling reads them).

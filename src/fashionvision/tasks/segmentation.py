@@ -4,7 +4,8 @@ The dataset (aspect-preserving resize, padded to a multiple of 32), mIoU evaluat
 original resolution, predicted-mask files and overlays. A family (``families/unet``)
 subclasses :class:`SegmentationTask` and supplies its model (:meth:`build_model`) and named
 losses (:meth:`loss`); decoding is the same for every segmenter: the argmax of the logits, shifted
-per class by :meth:`SegmentationTask.decision_bias` when ``model.logit_adjust`` is set.
+per class by :meth:`SegmentationTask.decision_bias` when ``model.logit_adjust`` is set, over the
+logits averaged with those of the mirrored image when ``model.tta_flip`` is set.
 
 Classes are the converted dataset's ``mask_classes`` (index 0 = background). Images reach
 the model as RGB floats in [0, 1]; any normalisation happens inside the model, so exported
@@ -69,6 +70,7 @@ class SegmentationConfig:
     ignore_index: int = 255
     cpu_profile: str | None = None  # the experiment fashion-train picks on a machine without CUDA
     logit_adjust: float = 0.0       # predict argmax(logits - tau * log(training pixel share))
+    tta_flip: bool = False          # average the logits of each image and of its mirror image
 
     def check(self) -> None:
         check_image_size("model.image_size", self.image_size)
@@ -190,6 +192,10 @@ class SegmentationTask(Task):
                                 f"{len(self.class_names)} classes")
             self._decision_bias = torch.tensor(bias, dtype=torch.float32)
 
+    def set_tta_flip(self, enabled: bool | None) -> None:
+        if enabled is not None:
+            self.cfg.tta_flip = bool(enabled)
+
     # --- training -------------------------------------------------------------------------
     @staticmethod
     def _input(images: torch.Tensor) -> torch.Tensor:
@@ -222,7 +228,7 @@ class SegmentationTask(Task):
         # run in float32 in logits_to_original
         fast = device.type == "cuda" and torch.cuda.is_bf16_supported()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
-            logits = model(self._input(images.to(device)))
+            logits = self.forward_logits(model, self._input(images.to(device)))
         bias = self.decision_bias()
         if bias is not None:
             # a constant per class: adding it before the bilinear resize equals adding it after
@@ -235,6 +241,20 @@ class SegmentationTask(Task):
                 result["confidence"] = confidence
             results.append(result)
         return results
+
+    def forward_logits(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """The logits of a letterboxed batch; with ``model.tta_flip`` the mean of the logits of
+        the batch and of its horizontal mirror, mirrored back.
+
+        Flip test-time augmentation (as mmsegmentation's ``flip=True`` test pipeline): the model
+        trained on randomly mirrored photos, so both views are in its training distribution and
+        their errors partly cancel. The whole padded canvas is mirrored, so the padding comes
+        back where it was and the letterbox crop is unchanged. Costs a second forward pass.
+        """
+        logits = model(inputs)
+        if self.cfg.tta_flip:
+            logits = (logits.float() + model(inputs.flip(-1)).float().flip(-1)) / 2
+        return logits
 
     def _relative_path(self, meta: dict) -> Path:
         """The image path of ``meta`` relative to the dataset's image root (as in split files)."""

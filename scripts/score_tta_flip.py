@@ -1,0 +1,90 @@
+"""Score finished segmentation pairs of the peer benchmark with and without flip test-time
+augmentation (issue 9, round 8).
+
+    python scripts/score_tta_flip.py runs/peers/TIMESTAMP [...] [--split test] [--tau 0.25] \
+        [--dataset data/converted/ccp-416] [--out benchmarks/tta_flip_cpu_test.json]
+
+Each argument is a folder written by ``scripts/benchmark_peers.py --family seg`` (``seg/ours``:
+our run folder, ``seg/smp_loop/smp_unet.pt``: the plain loop's weights). The weights are not
+touched: both contestants are scored by our evaluator on the same images, once with the plain
+forward pass and once with ``model.tta_flip`` (the mean of the logits of each image and of its
+mirror image). Ours decides with logit adjustment ``--tau`` (the recipe's 0.25; checkpoints
+trained before round 7 store 0), the loop with the plain argmax. Writes one JSON and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "describe", "--always", "--dirty=+dirty"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def score_pair(folder: Path, dataset: str, split: str, tau: float, loop_encoder: str = "mobilenet_v2") -> dict:
+    """mIoU of ours and of the loop in one benchmark folder, without and with flip TTA."""
+    from fashionvision.engine.build import build_loader
+    from fashionvision.families import build_task
+    from fashionvision.inference.loading import load_for_inference
+    from peers.segmentation import score_state_dict
+
+    task, model, _ = load_for_inference(folder / "seg" / "ours", device="cpu", dataset_path=dataset)
+    loader = build_loader(task.build_dataset(split, train=False), 8, 0, task.collate, pin_memory=False)
+    row = {"folder": str(folder)}
+    for flip in (False, True):
+        decided = build_task({**task.model_cfg, "logit_adjust": tau, "tta_flip": flip}, task.data)
+        key = "ours_tta_flip" if flip else "ours"
+        row[key] = round(float(decided.evaluate(model, loader, torch.device("cpu"))["miou"]), 4)
+    for flip in (False, True):
+        score = score_state_dict(folder / "seg" / "smp_loop" / "smp_unet.pt", Path(dataset), split, loop_encoder,
+                                 task.image_size, "cpu", None, tta_flip=flip)
+        row["loop_tta_flip" if flip else "loop"] = round(float(score["miou"]), 4)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("folders", nargs="+", help="benchmark_peers.py output folders (runs/peers/<timestamp>)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--tau", type=float, default=0.25, help="our logit adjustment (model.logit_adjust)")
+    parser.add_argument("--dataset", default=str(ROOT / "data" / "converted" / "ccp-416"))
+    parser.add_argument("--loop-encoder", default="mobilenet_v2", help="the plain loop's smp encoder")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "tta_flip_cpu_test.json"))
+    args = parser.parse_args()
+    rows = []
+    print(f"{'folder':28s} {'ours':>7s} {'+flip':>7s} {'loop':>7s} {'+flip':>7s}")
+    for folder in args.folders:
+        row = score_pair(Path(folder), args.dataset, args.split, args.tau, args.loop_encoder)
+        rows.append(row)
+        print(f"{Path(folder).name[:28]:28s} {row['ours']:7.4f} {row['ours_tta_flip']:7.4f} "
+              f"{row['loop']:7.4f} {row['loop_tta_flip']:7.4f}", flush=True)
+    keys = ("ours", "ours_tta_flip", "loop", "loop_tta_flip")
+    mean = {k: round(sum(r[k] for r in rows) / len(rows), 4) for k in keys}
+    def ratio(a: str, b: str) -> float | None:
+        return round(mean[a] / mean[b], 3) if mean[b] > 0 else None
+
+    ratios = {"plain_vs_plain": ratio("ours", "loop"), "flip_vs_plain": ratio("ours_tta_flip", "loop"),
+              "flip_vs_flip": ratio("ours_tta_flip", "loop_tta_flip")}
+    print(f"{'mean':28s} " + " ".join(f"{mean[k]:7.4f}" for k in keys), f"ratios {ratios}")
+    report = {"date": datetime.date.today().isoformat(), "commit": commit(), "dataset": args.dataset,
+              "split": args.split, "tau": args.tau, "threads": torch.get_num_threads(),
+              "command": "python scripts/score_tta_flip.py " + " ".join(args.folders)
+                         + f" --split {args.split} --tau {args.tau:g}",
+              "pairs": rows, "mean": mean, "ratio_of_means": ratios}
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
