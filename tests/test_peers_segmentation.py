@@ -40,14 +40,20 @@ def test_run_segmentation_end_to_end(tiny_ccp: Path, tmp_path: Path, side_by_sid
     assert (loop_trained > ours_scored) == (not side_by_side)
     assert [r["family"] for r in results] == ["segmentation", "segmentation"]
     keys = {"name", "family", "budget_s", "steps", "epochs", "img_per_s", "miou", "pixel_accuracy",
-            "command", "skipped"}
+            "command", "skipped", "miou_no_tta", "miou_tta_flip"}
     for result in results:
         assert set(result) == keys, result
         assert result["skipped"] is None, result
         assert result["steps"] >= 1 and result["img_per_s"] > 0
         assert 0.0 <= result["miou"] <= 1.0 and 0.0 < result["pixel_accuracy"] <= 1.0
+        assert 0.0 <= result["miou_no_tta"] <= 1.0 and 0.0 <= result["miou_tta_flip"] <= 1.0
         assert "OMP_NUM_THREADS=1" in result["command"]
     ours, loop = results
+    # each scored with its own decoding (the recipe flips, the loop does not) and both ways
+    assert ours["miou"] == pytest.approx(ours["miou_tta_flip"], abs=1e-9)
+    assert loop["miou"] == loop["miou_no_tta"]
+    for folder in ("eval_test_no_tta", "eval_test_tta_flip"):
+        assert (tmp_path / "peers" / "ours" / folder / "metrics.json").is_file()
     assert "unet_cpu_10m" in ours["command"] and "model.image_size=64" in ours["command"]
     # both were scored by our evaluator on the same 3 test images, at the original resolution
     import cv2
