@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,29 +25,24 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-
-def commit() -> str:
-    out = subprocess.run(["git", "describe", "--always", "--dirty=+dirty"], cwd=ROOT, capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
+from sweep_logit_adjust import commit  # noqa: E402  (the scripts folder is on the path from here)
 
 
 def score_pair(folder: Path, dataset: str, split: str, tau: float, loop_encoder: str = "mobilenet_v2") -> dict:
-    """mIoU of ours and of the loop in one benchmark folder, without and with flip TTA."""
-    from fashionvision.engine.build import build_loader
-    from fashionvision.families import build_task
-    from fashionvision.inference.loading import load_for_inference
-    from peers.segmentation import score_state_dict
+    """mIoU of ours and of the loop in one benchmark folder, without and with flip TTA.
 
-    task, model, _ = load_for_inference(folder / "seg" / "ours", device="cpu", dataset_path=dataset)
-    loader = build_loader(task.build_dataset(split, train=False), 8, 0, task.collate, pin_memory=False)
-    row = {"folder": str(folder)}
-    for flip in (False, True):
-        decided = build_task({**task.model_cfg, "logit_adjust": tau, "tta_flip": flip}, task.data)
-        key = "ours_tta_flip" if flip else "ours"
-        row[key] = round(float(decided.evaluate(model, loader, torch.device("cpu"))["miou"]), 4)
+    Ours goes through :func:`sweep_logit_adjust.sweep` (the same decision rule fashion-eval uses),
+    the loop through the benchmark's own scorer, at our run's image size."""
+    from fashionvision.engine.checkpoint import load_checkpoint, resolve_checkpoint
+    from peers.segmentation import score_state_dict
+    from sweep_logit_adjust import sweep
+
+    ours = sweep(folder / "seg" / "ours", dataset, split, [tau], (False, True))
+    row = {"folder": str(folder), "ours": ours[f"{tau:g}"], "ours_tta_flip": ours[f"{tau:g}+flip"]}
+    image_size = load_checkpoint(resolve_checkpoint(folder / "seg" / "ours"))["config"]["model"]["image_size"]
     for flip in (False, True):
         score = score_state_dict(folder / "seg" / "smp_loop" / "smp_unet.pt", Path(dataset), split, loop_encoder,
-                                 task.image_size, "cpu", None, tta_flip=flip)
+                                 image_size, "cpu", None, tta_flip=flip)
         row["loop_tta_flip" if flip else "loop"] = round(float(score["miou"]), 4)
     return row
 
