@@ -80,9 +80,9 @@ def test_tta_flip_travels_with_a_checkpoint_and_can_be_overridden(tiny_runs: dic
 
     task, _, _ = load_for_inference(tiny_runs["segmenter"])
     assert task.cfg.tta_flip is False
-    task.set_tta_flip(True)
+    task.set_tta(True)
     assert task.cfg.tta_flip is True
-    task.set_tta_flip(None)  # None keeps the current setting
+    task.set_tta(None)  # None keeps the current setting
     assert task.cfg.tta_flip is True
     base = {"ckpt": str(tiny_runs["segmenter"]), "split": "test", "dataset": {"path": str(tiny_ccp)},
             "device": "cpu", "workers": 0, "batch_size": 2}
@@ -93,9 +93,9 @@ def test_tta_flip_travels_with_a_checkpoint_and_can_be_overridden(tiny_runs: dic
     assert seen and all(seen)
     assert set(plain) == set(tta) and 0 <= tta["miou"] <= 1
     detector, _, _ = load_for_inference(tiny_runs["detector"])
-    detector.set_tta_flip(None)
+    detector.set_tta(None)
     with pytest.raises(UserError, match="tta_flip is for segmenters"):
-        detector.set_tta_flip(True)
+        detector.set_tta(True)
 
 
 def test_score_script_scores_both_contestants_with_and_without_flip(tiny_runs: dict, tiny_ccp: Path,
@@ -130,7 +130,7 @@ def test_score_script_scores_both_contestants_with_and_without_flip(tiny_runs: d
     (row,) = report["pairs"]
     loader = build_loader(task.build_dataset("val", train=False), 8, 0, task.collate, pin_memory=False)
     plain = task.evaluate(model, loader, torch.device("cpu"))["miou"]
-    task.set_tta_flip(True)
+    task.set_tta(True)
     flipped = task.evaluate(model, loader, torch.device("cpu"))["miou"]
     assert row["ours"] == pytest.approx(plain, abs=1e-4)
     assert row["ours_tta_flip"] == pytest.approx(flipped, abs=1e-4)

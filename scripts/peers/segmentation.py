@@ -119,10 +119,11 @@ def plain_smp_loop(dataset_dir: Path, encoder: str, image_size: int, budget_s: f
 
 
 def score_state_dict(weights: Path, dataset_dir: Path, split: str, encoder: str, image_size: int,
-                     device: str, output_dir: Path | None, tta_flip: bool = False) -> dict:
+                     device: str, output_dir: Path | None, tta_flip: bool = False,
+                     tta_scales: list[float] | None = None) -> dict:
     """Our evaluator on a bare smp Unet state_dict, through our ``UNet`` wrapper and task
-    (plain argmax; ``tta_flip`` averages each image's logits with its mirror's, as
-    ``model.tta_flip`` does for ours)."""
+    (plain argmax; ``tta_flip`` averages each image's logits with its mirror's and ``tta_scales``
+    with those of the photo at other sizes, as ``model.tta_flip`` / ``model.tta_scales`` do for ours)."""
     import torch
 
     from fashionvision.data.converted import ConvertedDataset
@@ -131,7 +132,8 @@ def score_state_dict(weights: Path, dataset_dir: Path, split: str, encoder: str,
     from fashionvision.families.unet.model import load_weights
 
     task = family("unet")({"name": "unet", "encoder": encoder, "encoder_weights": None,
-                             "image_size": image_size, "tta_flip": tta_flip}, ConvertedDataset.open(dataset_dir))
+                             "image_size": image_size, "tta_flip": tta_flip, "tta_scales": tta_scales},
+                            ConvertedDataset.open(dataset_dir))
     model = task.build_model()
     skipped = load_weights(model, weights)
     if skipped:

@@ -47,7 +47,7 @@ def evaluate(cfg: dict, output: Path | None = None) -> dict:
     dataset = _dataset_path(cfg, config)
     task, model, _ = load_for_inference(ckpt, device=device, dataset_path=dataset)
     task.eval_options = {"save_masks": bool(cfg.get("save_masks", False))}
-    task.set_tta_flip(cfg.get("tta_flip"))
+    task.set_tta(cfg.get("tta_flip"), cfg.get("tta_scales"))
     split = str(cfg.get("split", "test"))
     limit = cfg.get("limit_images")
     data = task.build_dataset(split, train=False, limit=int(limit) if limit else None)

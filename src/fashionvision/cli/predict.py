@@ -17,7 +17,7 @@ def predict(cfg: dict) -> int:
     from fashionvision.inference.files import predict_source
 
     predictor = load_predictor(cfg["ckpt"], device=str(cfg.get("device", "cpu")))
-    predictor.task.set_tta_flip(cfg.get("tta_flip"))
+    predictor.task.set_tta(cfg.get("tta_flip"), cfg.get("tta_scales"))
     output = Path(cfg.get("output") or run_dir())
     conf = cfg.get("conf")
     iou = cfg.get("iou")

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -30,49 +29,23 @@ def prepare_image(task: Task, image: np.ndarray, index: int = 0, path: str = "")
     """One RGB ``[H, W, 3]`` uint8 image -> the model input (``[h, w, 3]``) and its meta dict.
 
     The same two steps as the task's evaluation dataset (:class:`~fashionvision.data.dataset.
-    FashionDataset` with ``train=False``): resize so the long side is ``image_size`` (as
-    :func:`~fashionvision.data.cache.load_resized` does), then letterbox to the square input
-    (detector) or to the stride-32 :func:`~fashionvision.data.transforms.padded_shape` (U-Net).
-    The meta keys (``path``, ``image_id``, ``orig_size``, ``scale``, ``pad``) are the dataset's,
-    so :meth:`Task.predict` maps predictions back exactly as during ``fashion-eval``
-    (``tests/test_predict.py`` checks the pixels are identical).
+    FashionDataset` with ``train=False``), at the task's ``image_size`` and input shape
+    (square letterbox for the detector, stride-32 rectangle for the U-Net); see
+    :func:`fashionvision.data.prepare.prepare_image` (``tests/test_predict.py`` checks the pixels
+    are identical to the dataset's).
     """
-    from fashionvision.data.transforms import letterbox, target_shape
+    from fashionvision.data.prepare import prepare_image as prepare
 
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an RGB uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
-    height, width = image.shape[:2]
-    size = task.image_size
-    resize = size / max(height, width)
-    new_w, new_h = max(1, round(width * resize)), max(1, round(height * resize))
-    resized = image
-    if (new_w, new_h) != (width, height):
-        interp = cv2.INTER_AREA if resize < 1 else cv2.INTER_LINEAR
-        resized = cv2.resize(image, (new_w, new_h), interpolation=interp)
-    shape = target_shape(size, new_h, new_w, rect=task.rect_input)
-    boxed, _, scale, pad = letterbox(resized, shape)
-    meta = {"path": path, "image_id": index, "orig_size": (height, width),
-            "scale": float(resize * scale), "pad": (int(pad[0]), int(pad[1]))}
-    return boxed, meta
+    return prepare(image, task.image_size, task.rect_input, index, path)
 
 
 def prepare_images(task: Task, images: Sequence[np.ndarray],
                    paths: Sequence[str] | None = None) -> tuple[torch.Tensor, list[dict]]:
-    """RGB uint8 arrays -> (uint8 batch ``[B, 3, H, W]``, metas) ready for :meth:`Task.predict`.
+    """RGB uint8 arrays -> (uint8 batch ``[B, 3, H, W]``, metas) ready for :meth:`Task.predict`
+    (:func:`fashionvision.data.prepare.prepare_batch` at the task's size and input shape)."""
+    from fashionvision.data.prepare import prepare_batch
 
-    Images of different shapes (the U-Net keeps aspect ratios) are padded at the bottom and right
-    to the largest one; the top-left placement recorded in each meta stays valid.
-    """
-    if not images:
-        raise ValueError("prepare_images needs at least one image")
-    prepared = [prepare_image(task, im, i, paths[i] if paths else "") for i, im in enumerate(images)]
-    height = max(p[0].shape[0] for p in prepared)
-    width = max(p[0].shape[1] for p in prepared)
-    batch = torch.full((len(prepared), 3, height, width), 114, dtype=torch.uint8)
-    for i, (array, _) in enumerate(prepared):
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
-        batch[i, :, : tensor.shape[1], : tensor.shape[2]] = tensor
-    return batch, [meta for _, meta in prepared]
+    return prepare_batch(images, task.image_size, task.rect_input, paths)
 
 
 def _to_numpy(prediction: dict) -> dict:

@@ -153,11 +153,13 @@ class Task(ABC):
         A no-op unless the task stores such values (the segmenter's logit-adjustment biases).
         """
 
-    def set_tta_flip(self, enabled: bool | None) -> None:
-        """Override the checkpoint's flip test-time augmentation (``fashion-eval tta_flip=``,
-        ``fashion-predict tta_flip=``); None keeps what the model was trained with."""
-        if enabled is not None:
-            raise UserError(f"tta_flip is for segmenters; this checkpoint holds a {self.role}")
+    def set_tta(self, flip: bool | None = None, scales: list[float] | None = None) -> None:
+        """Override the checkpoint's test-time augmentation: the flip and the scales
+        (``fashion-eval tta_flip= tta_scales=``, the same keys of ``fashion-predict``); None
+        keeps what the model was trained with."""
+        for key, value in (("tta_flip", flip), ("tta_scales", scales)):
+            if value is not None:
+                raise UserError(f"{key} is for segmenters; this checkpoint holds a {self.role}")
 
     def image_classes(self, split: str) -> list[np.ndarray]:
         """The class indices each image of ``split`` contains (repeat-factor sampling reads them).

@@ -71,12 +71,16 @@ class SegmentationConfig:
     cpu_profile: str | None = None  # the experiment fashion-train picks on a machine without CUDA
     logit_adjust: float = 0.0       # predict argmax(logits - tau * log(training pixel share))
     tta_flip: bool = False          # average the logits of each image and of its mirror image
+    tta_scales: list[float] | None = None  # also average the logits at these long-side ratios (with 1)
 
     def check(self) -> None:
         check_image_size("model.image_size", self.image_size)
         require(0 <= self.ignore_index <= 255, "model.ignore_index", self.ignore_index, "in [0, 255]")
         require(0 <= self.logit_adjust <= 2, "model.logit_adjust", self.logit_adjust,
                 "in [0, 2] (0 = plain argmax)")
+        from fashionvision.tasks.seg_tta import check_scales
+
+        check_scales("model.tta_scales", self.tta_scales)
 
 
 class SegmentationTask(Task):
@@ -192,9 +196,16 @@ class SegmentationTask(Task):
                                 f"{len(self.class_names)} classes")
             self._decision_bias = torch.tensor(bias, dtype=torch.float32)
 
-    def set_tta_flip(self, enabled: bool | None) -> None:
-        if enabled is not None:
-            self.cfg.tta_flip = bool(enabled)
+    def set_tta(self, flip: bool | None = None, scales: list[float] | None = None) -> None:
+        if flip is not None:
+            self.cfg.tta_flip = bool(flip)
+        if scales is not None:
+            from fashionvision.tasks.seg_tta import check_scales
+
+            if isinstance(scales, (int, float)) or not all(isinstance(v, (int, float)) for v in scales):
+                raise UserError(f"tta_scales must be a list of ratios such as [0.875,1,1.125], got {scales!r}")
+            check_scales("tta_scales", list(scales))
+            self.cfg.tta_scales = [float(v) for v in scales]
 
     # --- training -------------------------------------------------------------------------
     @staticmethod
@@ -229,6 +240,10 @@ class SegmentationTask(Task):
         fast = device.type == "cuda" and torch.cuda.is_bf16_supported()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
             logits = self.forward_logits(model, self._input(images.to(device)))
+            if self.cfg.tta_scales and len(self.cfg.tta_scales) > 1:
+                from fashionvision.tasks.seg_tta import multiscale_logits
+
+                logits = multiscale_logits(self, model, logits, metas, self.cfg.tta_scales)
         bias = self.decision_bias()
         if bias is not None:
             # a constant per class: adding it before the bilinear resize equals adding it after
