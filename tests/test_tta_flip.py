@@ -98,10 +98,11 @@ def test_tta_flip_travels_with_a_checkpoint_and_can_be_overridden(tiny_runs: dic
         detector.set_tta(True)
 
 
-def test_score_script_scores_both_contestants_with_and_without_flip(tiny_runs: dict, tiny_ccp: Path,
+def test_score_script_scores_both_contestants_with_and_without_tta(tiny_runs: dict, tiny_ccp: Path,
                                                                     tmp_path: Path, monkeypatch):
     """scripts/score_tta_flip.py on a benchmark-shaped folder (seg/ours = a trained run,
-    seg/smp_loop/smp_unet.pt = bare weights): its four figures equal our evaluator's."""
+    seg/smp_loop/smp_unet.pt = bare weights): ours without TTA, with the flip and with flip plus
+    scales equal our evaluator's."""
     import json
     import shutil
     import sys
@@ -124,7 +125,8 @@ def test_score_script_scores_both_contestants_with_and_without_flip(tiny_runs: d
     torch.save(loop.state_dict(), folder / "seg" / "smp_loop" / "smp_unet.pt")
     out = tmp_path / "tta.json"
     monkeypatch.setattr(sys, "argv", ["score_tta_flip.py", str(folder), "--split", "val", "--tau", "0",
-                                      "--dataset", str(tiny_ccp), "--out", str(out)])
+                                      "--dataset", str(tiny_ccp), "--out", str(out),
+                                      "--tta-scales", "1,1.5"])
     score_tta_flip.main()
     report = json.loads(out.read_text())
     (row,) = report["pairs"]
@@ -134,5 +136,8 @@ def test_score_script_scores_both_contestants_with_and_without_flip(tiny_runs: d
     flipped = task.evaluate(model, loader, torch.device("cpu"))["miou"]
     assert row["ours"] == pytest.approx(plain, abs=1e-4)
     assert row["ours_tta_flip"] == pytest.approx(flipped, abs=1e-4)
-    assert 0 <= row["loop"] <= 1 and 0 <= row["loop_tta_flip"] <= 1
-    assert set(report["ratio_of_means"]) == {"plain_vs_plain", "flip_vs_plain", "flip_vs_flip"}
+    task.set_tta(True, [1, 1.5])
+    assert row["ours_tta_scales"] == pytest.approx(task.evaluate(model, loader, torch.device("cpu"))["miou"], abs=1e-4)
+    assert all(0 <= row[k] <= 1 for k in ("loop", "loop_tta_flip", "loop_tta_scales"))
+    assert set(report["ratio_of_means"]) == {"plain_vs_plain", "flip_vs_plain", "flip_vs_flip",
+                                             "scales_vs_plain", "scales_vs_scales"}
