@@ -25,6 +25,8 @@ def test_loop_uses_the_encoder_of_our_recipe():
     assert module.experiment_for("cuda") == "unet_ccp_130s"
     assert module.experiment_encoder("unet_cpu_10m") == "mobilenet_v2"
     assert module.experiment_encoder("unet_ccp_130s") == "resnet50"
+    assert module.experiment_tta_scales("unet_cpu_10m") == [0.875, 1.0, 1.125]
+    assert module.experiment_tta_scales("unet_ccp_130s") is None
 
 
 @pytest.mark.slow
@@ -40,19 +42,20 @@ def test_run_segmentation_end_to_end(tiny_ccp: Path, tmp_path: Path, side_by_sid
     assert (loop_trained > ours_scored) == (not side_by_side)
     assert [r["family"] for r in results] == ["segmentation", "segmentation"]
     keys = {"name", "family", "budget_s", "steps", "epochs", "img_per_s", "miou", "pixel_accuracy",
-            "command", "skipped", "miou_no_tta", "miou_tta_flip"}
+            "command", "skipped", "miou_no_tta", "miou_tta_flip", "miou_tta_flip_scales"}
     for result in results:
         assert set(result) == keys, result
         assert result["skipped"] is None, result
         assert result["steps"] >= 1 and result["img_per_s"] > 0
         assert 0.0 <= result["miou"] <= 1.0 and 0.0 < result["pixel_accuracy"] <= 1.0
-        assert 0.0 <= result["miou_no_tta"] <= 1.0 and 0.0 <= result["miou_tta_flip"] <= 1.0
+        assert all(0.0 <= result[k] <= 1.0 for k in ("miou_no_tta", "miou_tta_flip", "miou_tta_flip_scales"))
         assert "OMP_NUM_THREADS=1" in result["command"]
     ours, loop = results
-    # each scored with its own decoding (the recipe flips, the loop does not) and both ways
-    assert ours["miou"] == pytest.approx(ours["miou_tta_flip"], abs=1e-9)
+    # each scored with its own decoding (the recipe flips at three scales, the loop does neither)
+    # and every other way
+    assert ours["miou"] == pytest.approx(ours["miou_tta_flip_scales"], abs=1e-9)
     assert loop["miou"] == loop["miou_no_tta"]
-    for folder in ("eval_test_no_tta", "eval_test_tta_flip"):
+    for folder in ("eval_test_no_tta", "eval_test_tta_flip", "eval_test_tta_flip_scales"):
         assert (tmp_path / "peers" / "ours" / folder / "metrics.json").is_file()
     assert "unet_cpu_10m" in ours["command"] and "model.image_size=64" in ours["command"]
     # both were scored by our evaluator on the same 3 test images, at the original resolution

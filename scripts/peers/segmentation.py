@@ -49,12 +49,23 @@ def experiment_for(device: str) -> str:
     return "unet_ccp_130s" if device.startswith("cuda") else "unet_cpu_10m"
 
 
-def experiment_encoder(experiment: str) -> str:
-    """The encoder our recipe uses, so that the loop gets the same one."""
+def _experiment_model(experiment: str) -> dict:
     import yaml
 
     cfg = yaml.safe_load((ROOT / "src" / "fashionvision" / "configs" / "experiment" / f"{experiment}.yaml").read_text())
-    return str(cfg["model"]["encoder"])
+    return dict(cfg["model"])
+
+
+def experiment_encoder(experiment: str) -> str:
+    """The encoder our recipe uses, so that the loop gets the same one."""
+    return str(_experiment_model(experiment)["encoder"])
+
+
+def experiment_tta_scales(experiment: str) -> list[float] | None:
+    """Our recipe's multi-scale TTA ratios (``model.tta_scales``), so that both contestants can
+    also be scored with them; None when the recipe has none."""
+    scales = _experiment_model(experiment).get("tta_scales")
+    return [float(v) for v in scales] if scales and len(scales) > 1 else None
 
 
 # --- the plain loop ------------------------------------------------------------------------------
@@ -161,25 +172,34 @@ def _ours_commands(dataset_dir: Path, split: str, budget_s: float, image_size: i
     return train, evaluate
 
 
-def _decoding_variants(evaluate: list[str], run: Path, split: str) -> dict[str, tuple[Path, list[str]]]:
-    """The evaluation command again with flip test-time augmentation forced off and on, so that
-    both contestants are also compared on equal decoding (``miou_no_tta`` / ``miou_tta_flip``):
+def _decoding_variants(evaluate: list[str], run: Path, split: str,
+                       scales: list[float] | None = None) -> dict[str, tuple[Path, list[str]]]:
+    """The evaluation command again with test-time augmentation forced: none, the flip alone and
+    (with ``scales``) the flip plus those scales, so that both contestants are also compared on
+    equal decoding (``miou_no_tta`` / ``miou_tta_flip`` / ``miou_tta_flip_scales``):
     ``{key: (report folder, command)}``."""
+    variants = {"miou_no_tta": ["tta_flip=false", "tta_scales=[1]"],
+                "miou_tta_flip": ["tta_flip=true", "tta_scales=[1]"]}
+    if scales:
+        variants["miou_tta_flip_scales"] = ["tta_flip=true", "tta_scales=[" + ",".join(f"{v:g}" for v in scales) + "]"]
     out = {}
-    for key, flag in (("miou_no_tta", "false"), ("miou_tta_flip", "true")):
+    for key, flags in variants.items():
         folder = run / f"eval_{split}_{key.removeprefix('miou_')}"
         command = [arg for arg in evaluate if not arg.startswith(("output=", "hydra.run.dir="))]
-        out[key] = (folder, command + [f"output={folder}", f"hydra.run.dir={folder}", f"tta_flip={flag}"])
+        out[key] = (folder, command + [f"output={folder}", f"hydra.run.dir={folder}", *flags])
     return out
 
 
 def _loop_command(dataset_dir: Path, split: str, budget_s: float, image_size: int, run: Path,
-                  device: str, quick: bool, encoder: str, seed: int = 0) -> list[str]:
+                  device: str, quick: bool, encoder: str, seed: int = 0,
+                  scales: list[float] | None = None) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--contestant", "smp_loop",
            "--dataset", str(dataset_dir), "--split", split, "--budget", f"{budget_s:g}",
            "--image-size", str(image_size), "--device", device, "--encoder", encoder, "--out", str(run)]
     if seed:
         cmd += ["--seed", str(seed)]
+    if scales:
+        cmd += ["--tta-scales", ",".join(f"{v:g}" for v in scales)]
     return cmd + (["--quick"] if quick else [])
 
 
@@ -206,9 +226,10 @@ def run_segmentation(dataset_dir: Path, split: str, budget_s: float, image_size:
     env = _env(threads)
     experiment = experiment_for(device)
     encoder = experiment_encoder(experiment)
+    scales = experiment_tta_scales(experiment)
     ours_run, loop_run = out_dir / "ours", out_dir / "smp_loop"
     train, evaluate = _ours_commands(dataset_dir, split, budget_s, image_size, ours_run, device, quick, seed)
-    loop = _loop_command(dataset_dir, split, budget_s, image_size, loop_run, device, quick, encoder, seed)
+    loop = _loop_command(dataset_dir, split, budget_s, image_size, loop_run, device, quick, encoder, seed, scales)
     base = {"family": "segmentation", "budget_s": float(budget_s), "steps": None, "epochs": None,
             "img_per_s": None, "miou": None, "pixel_accuracy": None, "skipped": None}
     results = {"ours": {**base, "name": f"ours ({experiment}, {encoder})",
@@ -237,7 +258,7 @@ def run_segmentation(dataset_dir: Path, split: str, budget_s: float, image_size:
         results["ours"].update(steps=summary["steps"], epochs=summary["epochs"],
                                img_per_s=summary["steps"] * batch / max(summary["train_seconds"], 1e-9),
                                miou=score["miou"], pixel_accuracy=score["pixel_acc"])
-        for key, (folder, command) in _decoding_variants(evaluate, ours_run, split).items():
+        for key, (folder, command) in _decoding_variants(evaluate, ours_run, split, scales).items():
             if subprocess.run(command, cwd=ROOT, env=env, stdout=logs["ours"], stderr=subprocess.STDOUT).returncode == 0:
                 results["ours"][key] = json.loads((folder / "metrics.json").read_text())["miou"]
     if not side_by_side:
@@ -270,6 +291,11 @@ def _loop_main(args: argparse.Namespace) -> None:
     result = {"steps": trained["steps"], "epochs": round(trained["epochs"], 3),
               "img_per_s": trained["img_per_s"], "miou": score["miou"], "pixel_accuracy": score["pixel_acc"],
               "miou_no_tta": score["miou"], "miou_tta_flip": flipped["miou"]}
+    if args.tta_scales:  # and with the flip plus our recipe's scales
+        scales = [float(v) for v in args.tta_scales.split(",")]
+        result["miou_tta_flip_scales"] = score_state_dict(
+            out / "smp_unet.pt", Path(args.dataset), args.split, args.encoder, args.image_size, args.device,
+            None, tta_flip=True, tta_scales=scales)["miou"]
     (out / "result.json").write_text(json.dumps(result, indent=2))
 
 
@@ -289,6 +315,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results, machine and versions to this JSON file")
     parser.add_argument("--contestant", choices=["smp_loop"], help=argparse.SUPPRESS)
     parser.add_argument("--encoder", help=argparse.SUPPRESS)
+    parser.add_argument("--tta-scales", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.contestant == "smp_loop":
         _loop_main(args)
