@@ -5,7 +5,8 @@ original resolution, predicted-mask files and overlays. A family (``families/une
 subclasses :class:`SegmentationTask` and supplies its model (:meth:`build_model`) and named
 losses (:meth:`loss`); decoding is the same for every segmenter: the argmax of the logits, shifted
 per class by :meth:`SegmentationTask.decision_bias` when ``model.logit_adjust`` is set, over the
-logits averaged with those of the mirrored image when ``model.tta_flip`` is set.
+logits averaged with those of the mirrored image when ``model.tta_flip`` is set, and with those
+of the photo at other sizes when ``model.tta_scales`` is (:mod:`fashionvision.tasks.seg_tta`).
 
 Classes are the converted dataset's ``mask_classes`` (index 0 = background). Images reach
 the model as RGB floats in [0, 1]; any normalisation happens inside the model, so exported
@@ -196,6 +197,11 @@ class SegmentationTask(Task):
                                 f"{len(self.class_names)} classes")
             self._decision_bias = torch.tensor(bias, dtype=torch.float32)
 
+    @property
+    def multiscale(self) -> bool:
+        """Whether decoding averages several scales (``model.tta_scales`` beyond ``[1]``)."""
+        return bool(self.cfg.tta_scales) and len(self.cfg.tta_scales) > 1
+
     def set_tta(self, flip: bool | None = None, scales: list[float] | None = None) -> None:
         if flip is not None:
             self.cfg.tta_flip = bool(flip)
@@ -226,7 +232,9 @@ class SegmentationTask(Task):
 
         ``confidence`` is the probability of the chosen class at each pixel (a class's score is
         its mean over the class's pixels; with ``model.logit_adjust`` the softmax of the
-        adjusted logits); ``return_probs=False`` leaves it out. The logits are
+        adjusted logits); ``return_probs=False`` leaves it out. With ``model.tta_scales`` each
+        photo is prepared again at the other scales, from ``meta["source"]`` or from
+        ``meta["path"]``. The logits are
         resized bilinearly in bands of rows (:func:`~fashionvision.tasks.seg_upsample.
         labels_at_original`), never all classes at full size at once, so a 6000 x 6000 photo
         needs ~12 bytes per pixel here instead of 4 x C. ``conf`` and ``iou`` are detection
@@ -240,7 +248,7 @@ class SegmentationTask(Task):
         fast = device.type == "cuda" and torch.cuda.is_bf16_supported()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
             logits = self.forward_logits(model, self._input(images.to(device)))
-            if self.cfg.tta_scales and len(self.cfg.tta_scales) > 1:
+            if self.multiscale:
                 from fashionvision.tasks.seg_tta import multiscale_logits
 
                 logits = multiscale_logits(self, model, logits, metas, self.cfg.tta_scales)
@@ -318,8 +326,14 @@ class SegmentationTask(Task):
                 metas = batch["metas"]
                 if not metas:
                     continue  # every image of the batch was unreadable (skipped by the dataset)
-                # read the ground truth before timing: disk I/O is not the model's speed
+                # read the ground truth (and the photos multi-scale TTA prepares again) before
+                # timing: disk I/O is not the model's speed
                 truths = [torch.from_numpy(self._original_mask(m).astype(np.int64)) for m in metas]
+                if self.multiscale:
+                    from fashionvision.tasks.seg_tta import source_image
+
+                    for meta in metas:
+                        meta["source"] = source_image(meta)
                 started = time.perf_counter()
                 predictions = self.predict(model, batch["images"].to(device, non_blocking=True), metas,
                                            return_probs=False)
