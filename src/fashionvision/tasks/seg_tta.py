@@ -31,8 +31,8 @@ from torch import nn
 
 from fashionvision.errors import UserError
 
-if TYPE_CHECKING:
-    from fashionvision.tasks.segmentation import SegmentationTask
+if TYPE_CHECKING:  # the base class: segmentation.py imports this module (no cycle)
+    from fashionvision.tasks.base import Task
 
 #: ratios outside this range are refused: below, a 416-px model would see ~100-px photos
 SCALE_RANGE = (0.25, 4.0)
@@ -70,7 +70,7 @@ def source_image(meta: dict) -> np.ndarray:
         raise UserError(f"model.tta_scales needs the original photo: {exc}") from None
 
 
-def multiscale_logits(task: SegmentationTask, model: nn.Module, logits: torch.Tensor,
+def multiscale_logits(task: Task, model: nn.Module, logits: torch.Tensor,
                       metas: list[dict], scales: list[float]) -> torch.Tensor:
     """``logits`` (the base batch's, ``[B, C, H, W]``) averaged with those of the other scales.
 
