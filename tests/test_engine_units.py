@@ -15,6 +15,7 @@ from fashionvision.engine.build import ResumableSampler, resolve_device
 from fashionvision.engine.config import parse_duration, parse_trainer_config
 from fashionvision.engine.ema import ModelEMA
 from fashionvision.engine.schedule import WarmupCosine, build_optimizer, lr_factor, param_groups
+from fashionvision.config import parse_section
 from fashionvision.errors import UserError
 
 
@@ -71,6 +72,10 @@ def test_linear_decay_is_a_straight_line_after_the_warmup() -> None:
     assert WarmupCosine(opt, 0, 0.0, "linear").update(0.5, 10) == pytest.approx(0.05)
     with pytest.raises(UserError, match="trainer.lr_schedule='step'"):
         WarmupCosine(opt, 0, 0.0, "step")
+    from fashionvision.engine.config import TrainerConfig
+
+    with pytest.raises(UserError, match="trainer.lr_schedule='step'; choose one of cosine, linear"):
+        parse_section(TrainerConfig, {"lr_schedule": "step"}, "trainer")  # with the config, before a run starts
 
 
 

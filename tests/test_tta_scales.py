@@ -86,6 +86,7 @@ def test_the_evaluation_and_the_predictor_decide_the_same_on_real_photos(tiny_cc
 
 @pytest.mark.parametrize("scales, message", [
     ([], "a list of ratios"), ([0.5, 1.5], "must contain 1"), ([1, 1], "twice"), ([1, 8], r"\[0.25, 4\]"),
+    (["a", 1], "a list of ratios such as"), (1.25, "must be a list"), ([True, 1], "a list of ratios such as"),
 ])
 def test_nonsense_scale_lists_are_refused(tiny_ccp: Path, scales, message):
     with pytest.raises(UserError, match=f"model.tta_scales.*{message}|model.tta_scales lists"):
@@ -122,6 +123,8 @@ def test_fashion_eval_override_reaches_the_decoding_and_a_detector_refuses_it(ti
     assert seen and all(s == [1.0, 1.25] for s in seen) and 0 <= scores["miou"] <= 1
     with pytest.raises(UserError, match="tta_scales must be a list"):
         evaluate({**base, "tta_scales": 1.25}, tmp_path / "scalar")
+    with pytest.raises(UserError, match="tta_flip must be true, false or null, got 'maybe'"):
+        evaluate({**base, "tta_flip": "maybe"}, tmp_path / "flip")
     detector, _, _ = load_for_inference(tiny_runs["detector"])
     with pytest.raises(UserError, match="tta_scales is for segmenters"):
         detector.set_tta(None, [1, 1.25])

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from fashionvision.config import parse_section, require
 from fashionvision.errors import UserError
 
-_CHOICES = {"optimizer": ("adamw", "sgd"), "amp": ("bf16", "fp16", "none")}
+#: the decay after the warm-up (``engine/schedule.py``)
+LR_SCHEDULES = ("cosine", "linear")
+_CHOICES = {"optimizer": ("adamw", "sgd"), "amp": ("bf16", "fp16", "none"), "lr_schedule": LR_SCHEDULES}
 _POSITIVE = ("epochs", "batch_size", "accumulate", "val_every", "max_bad_steps")
 
 

@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from fashionvision.engine.config import LR_SCHEDULES
 from fashionvision.errors import UserError
 
 
@@ -48,7 +49,7 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
     raise UserError(f"unknown optimizer '{name}'; choose adamw or sgd")
 
 
-SCHEDULES = ("cosine", "linear")
+SCHEDULES = LR_SCHEDULES  # checked with the rest of the trainer config (TrainerConfig.check)
 
 
 def lr_factor(progress: float, step: int, warmup_steps: float, min_ratio: float,

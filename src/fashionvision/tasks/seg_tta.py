@@ -38,10 +38,15 @@ if TYPE_CHECKING:  # the base class: segmentation.py imports this module (no cyc
 SCALE_RANGE = (0.25, 4.0)
 
 
-def check_scales(key: str, scales: list[float] | None) -> None:
-    """Refuse lists that cannot mean anything: empty, duplicated, out of range, or without 1."""
+def check_scales(key: str, scales: list[float] | None) -> list[float] | None:
+    """``scales`` as floats, or a one-line refusal of what cannot mean anything: not a list of
+    numbers, empty, duplicated, out of range, or without 1. The model config and the
+    ``fashion-eval`` / ``fashion-predict`` override both come through here."""
     if scales is None:
-        return
+        return None
+    if not isinstance(scales, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in scales):
+        raise UserError(f"{key} must be a list of ratios such as [0.875,1,1.125], got {scales!r}")
     values = [float(s) for s in scales]
     low, high = SCALE_RANGE
     if not values or any(not low <= s <= high for s in values):
@@ -51,6 +56,7 @@ def check_scales(key: str, scales: list[float] | None) -> None:
     if 1.0 not in values:
         raise UserError(f"{key} must contain 1 (the model's own image_size, the batch every "
                         f"other scale is averaged into), got {list(scales)!r}")
+    return values
 
 
 def source_image(meta: dict) -> np.ndarray:

@@ -204,14 +204,13 @@ class SegmentationTask(Task):
 
     def set_tta(self, flip: bool | None = None, scales: list[float] | None = None) -> None:
         if flip is not None:
-            self.cfg.tta_flip = bool(flip)
+            if not isinstance(flip, bool):
+                raise UserError(f"tta_flip must be true, false or null, got {flip!r}")
+            self.cfg.tta_flip = flip
         if scales is not None:
             from fashionvision.tasks.seg_tta import check_scales
 
-            if isinstance(scales, (int, float)) or not all(isinstance(v, (int, float)) for v in scales):
-                raise UserError(f"tta_scales must be a list of ratios such as [0.875,1,1.125], got {scales!r}")
-            check_scales("tta_scales", list(scales))
-            self.cfg.tta_scales = [float(v) for v in scales]
+            self.cfg.tta_scales = check_scales("tta_scales", scales)
 
     # --- training -------------------------------------------------------------------------
     @staticmethod
