@@ -128,3 +128,29 @@ def test_fashion_eval_override_reaches_the_decoding_and_a_detector_refuses_it(ti
     detector, _, _ = load_for_inference(tiny_runs["detector"])
     with pytest.raises(UserError, match="tta_scales is for segmenters"):
         detector.set_tta(None, [1, 1.25])
+
+
+def test_the_time_budget_keeps_back_what_the_augmented_validation_costs(tiny_ccp: Path):
+    """Before the first validation the trainer estimates it from the training speed; with the flip
+    and three scales each image costs ~6 forward passes, and the reserve grows with it (a 90-s
+    run of unet_cpu_10m overran its budget by 25 s before)."""
+    from types import SimpleNamespace
+
+    from fashionvision.engine.report import budget_reserve
+
+    data = ConvertedDataset.open(tiny_ccp)
+    plain = build_task(TINY_UNET, data)
+    flipped = build_task({**TINY_UNET, "tta_flip": True}, data)
+    full = build_task({**TINY_UNET, "tta_flip": True, "tta_scales": [0.875, 1, 1.125]}, data)
+    assert plain.inference_passes() == 1.0 and flipped.inference_passes() == 2.0
+    assert full.inference_passes() == pytest.approx(2 * (0.875 ** 2 + 1 + 1.125 ** 2))
+
+    def reserve(task) -> float:
+        trainer = SimpleNamespace(cfg=SimpleNamespace(max_seconds=600.0), val_seconds=None, save_seconds=0.5,
+                                  _done_images=800, _done_seconds=40.0, _epoch_images=0, val_set=range(80),
+                                  model=nn.Linear(1, 1), results=None, task=task)
+        return budget_reserve(trainer)
+
+    fixed = 2 * 0.5 + 1.0  # two checkpoint writes and the first drawing
+    assert reserve(plain) == pytest.approx(1.1 * 0.05 * 80 + fixed)
+    assert reserve(full) == pytest.approx(1.1 * 0.05 * 80 * full.inference_passes() + fixed)

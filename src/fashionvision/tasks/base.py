@@ -153,6 +153,12 @@ class Task(ABC):
         A no-op unless the task stores such values (the segmenter's logit-adjustment biases).
         """
 
+    def inference_passes(self) -> float:
+        """Forward passes at ``image_size`` that decoding one image costs (test-time augmentation
+        makes it more than one); the trainer's time budget scales its estimate of the final
+        validation by it, so that a run still ends within ``trainer.max_time``."""
+        return 1.0
+
     def set_tta(self, flip: bool | None = None, scales: list[float] | None = None) -> None:
         """Override the checkpoint's test-time augmentation: the flip and the scales
         (``fashion-eval tta_flip= tta_scales=``, the same keys of ``fashion-predict``); None

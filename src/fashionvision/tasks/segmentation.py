@@ -202,6 +202,11 @@ class SegmentationTask(Task):
         """Whether decoding averages several scales (``model.tta_scales`` beyond ``[1]``)."""
         return bool(self.cfg.tta_scales) and len(self.cfg.tta_scales) > 1
 
+    def inference_passes(self) -> float:
+        # each scale costs its area relative to the base size; the flip doubles every scale
+        scales = self.cfg.tta_scales or [1.0]
+        return (2.0 if self.cfg.tta_flip else 1.0) * sum(float(r) ** 2 for r in scales)
+
     def set_tta(self, flip: bool | None = None, scales: list[float] | None = None) -> None:
         if flip is not None:
             if not isinstance(flip, bool):
