@@ -130,27 +130,33 @@ def test_fashion_eval_override_reaches_the_decoding_and_a_detector_refuses_it(ti
         detector.set_tta(None, [1, 1.25])
 
 
-def test_the_time_budget_keeps_back_what_the_augmented_validation_costs(tiny_ccp: Path):
-    """Before the first validation the trainer estimates it from the training speed; with the flip
-    and three scales each image costs ~6 forward passes, and the reserve grows with it (a 90-s
-    run of unet_cpu_10m overran its budget by 25 s before)."""
-    from types import SimpleNamespace
+def test_validation_during_training_decodes_plainly_and_the_checkpoint_keeps_the_tta(
+        tiny_ccp: Path, tmp_path: Path, monkeypatch):
+    """The trainer validates without the flip and the scales (six forward passes a photo
+    would eat 5 % of a 10-minute CPU budget), with the logit adjustment; the run's checkpoint
+    still carries both settings, so fashion-eval and fashion-predict use them."""
+    from fashionvision.cli._hydra import compose
+    from fashionvision.engine.trainer import Trainer
+    from fashionvision.inference.loading import load_for_inference
+    from fashionvision.tasks.segmentation import SegmentationTask
 
-    from fashionvision.engine.report import budget_reserve
+    seen = []
+    original = SegmentationTask.evaluate
 
-    data = ConvertedDataset.open(tiny_ccp)
-    plain = build_task(TINY_UNET, data)
-    flipped = build_task({**TINY_UNET, "tta_flip": True}, data)
-    full = build_task({**TINY_UNET, "tta_flip": True, "tta_scales": [0.875, 1, 1.125]}, data)
-    assert plain.inference_passes() == 1.0 and flipped.inference_passes() == 2.0
-    assert full.inference_passes() == pytest.approx(2 * (0.875 ** 2 + 1 + 1.125 ** 2))
+    def spy(self, *args, **kwargs):
+        seen.append((self.cfg.tta_flip, self.cfg.tta_scales, self.multiscale))
+        return original(self, *args, **kwargs)
 
-    def reserve(task) -> float:
-        trainer = SimpleNamespace(cfg=SimpleNamespace(max_seconds=600.0), val_seconds=None, save_seconds=0.5,
-                                  _done_images=800, _done_seconds=40.0, _epoch_images=0, val_set=range(80),
-                                  model=nn.Linear(1, 1), results=None, task=task)
-        return budget_reserve(trainer)
-
-    fixed = 2 * 0.5 + 1.0  # two checkpoint writes and the first drawing
-    assert reserve(plain) == pytest.approx(1.1 * 0.05 * 80 + fixed)
-    assert reserve(full) == pytest.approx(1.1 * 0.05 * 80 * full.inference_passes() + fixed)
+    monkeypatch.setattr(SegmentationTask, "evaluate", spy)
+    cfg = compose("train", ["model=unet", "model.encoder=vanilla", "model.width=0.125", "model.image_size=64",
+                            "model.tta_flip=true", "model.tta_scales=[0.875,1,1.125]", "trainer=smoke",
+                            "trainer.epochs=1", "trainer.limit_images=2", f"dataset.path={tiny_ccp}"])
+    task = build_task(cfg["model"], ConvertedDataset.open(tiny_ccp), cfg["augment"], cfg["anchors"])
+    Trainer(task, cfg["trainer"], tmp_path / "run", cfg).fit()
+    assert seen and all(entry == (False, None, False) for entry in seen)
+    assert task.cfg.tta_flip is True and task.cfg.tta_scales == [0.875, 1, 1.125]  # restored after
+    loaded, _, _ = load_for_inference(tmp_path / "run")
+    assert loaded.cfg.tta_flip is True and list(loaded.cfg.tta_scales) == [0.875, 1, 1.125]
+    with loaded.plain_decoding():
+        assert not loaded.multiscale
+    assert loaded.multiscale

@@ -117,6 +117,37 @@ def test_losses_ignore_padding_and_are_named():
         SegmentationLoss("focal")
 
 
+@pytest.mark.parametrize("options", [{}, {"weight": True}, {"label_smoothing": 0.1}, {"ohem": 0.5}])
+def test_channels_last_logits_give_the_same_loss_and_gradient(options):
+    """Channels-last logits go to the CE as a [pixels, C] view (the fast layout on a CPU);
+    loss and gradient must equal those of the same logits in the usual NCHW layout, padding
+    still ignored, with class weights, label smoothing and the OHEM share alike."""
+    from fashionvision.families.unet.losses import hardest_pixels_cross_entropy, pixels_by_class
+
+    torch.manual_seed(0)
+    base = torch.randn(2, 5, 6, 7)
+    target = torch.randint(0, 5, (2, 6, 7))
+    target[:, :2] = 255
+    weight = torch.tensor([1.0, 2.0, 0.5, 1.5, 3.0]) if options.get("weight") else None
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        logits = base.clone().contiguous(memory_format=layout).requires_grad_()
+        if "ohem" in options:
+            loss = hardest_pixels_cross_entropy(logits, target, options["ohem"])
+        else:
+            loss = cross_entropy(logits, target, weight, label_smoothing=options.get("label_smoothing", 0.0))
+        loss.backward()
+        results.append((loss.detach(), logits.grad.contiguous()))
+    (loss_a, grad_a), (loss_b, grad_b) = results
+    assert torch.allclose(loss_a, loss_b, atol=1e-6)
+    assert torch.allclose(grad_a, grad_b, atol=1e-7)
+    assert grad_b[:, :, :2].abs().max() == 0 and grad_b[:, :, 2:].abs().max() > 0
+    # the channels-last case really takes the flat view (no copy), the usual layout stays 4-D
+    flat, flat_target = pixels_by_class(base.contiguous(memory_format=torch.channels_last), target)
+    assert flat.shape == (2 * 6 * 7, 5) and flat_target.shape == (2 * 6 * 7,)
+    assert pixels_by_class(base, target)[0].dim() == 4
+
+
 def test_all_ignored_batch_gives_zero_not_nan():
     logits = torch.randn(1, 3, 4, 4)
     target = torch.full((1, 4, 4), 255)

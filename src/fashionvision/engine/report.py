@@ -329,21 +329,17 @@ def budget_reserve(trainer: Any) -> float:
 
     What follows the last step: one validation and the checkpoints (``last.pt`` and maybe
     ``best.pt``). Both are measured when they have run once; before that, the validation is
-    estimated from the training speed (seconds per training image x validation images x the
-    task's forward passes per image, :meth:`Task.inference_passes`, more than one with
-    test-time augmentation; a training step is a forward and a backward pass, so this errs on
-    the safe side for the forward passes, which the metrics then make up for) and the
-    checkpoint from its size.
+    estimated from the training speed (seconds per training image x validation images: a
+    training step is a forward and a backward pass, so this errs on the safe side for the
+    validation's one forward pass, which the metrics then make up for; the validation decodes
+    without test-time augmentation, :meth:`Task.plain_decoding`) and the checkpoint from its size.
     """
     if trainer.cfg.max_seconds is None:
         return 0.0
     val = trainer.val_seconds
     if val is None:
         per_image = _train_seconds_per_image(trainer)
-        # test-time augmentation multiplies the forward passes of each validation image
-        task = getattr(trainer, "task", None)
-        passes = task.inference_passes() if task is not None else 1.0
-        val = per_image * len(getattr(trainer, "val_set", ())) * passes if per_image is not None else 0.0
+        val = per_image * len(getattr(trainer, "val_set", ())) if per_image is not None else 0.0
     save = trainer.save_seconds
     if save is None:
         params = sum(p.numel() for p in trainer.model.parameters())

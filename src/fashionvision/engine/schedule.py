@@ -38,14 +38,15 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
                     momentum: float = 0.937) -> torch.optim.Optimizer:
     """AdamW or SGD (Nesterov momentum) over :func:`param_groups`."""
     groups = param_groups(model, weight_decay)
+    # on a CPU torch's default optimizers loop over the tensors in Python; the fused kernels
+    # are several times faster (MobileNetV2 U-Net: AdamW 63 -> 14 ms per step with one thread,
+    # SGD 11.3 -> 3.0 ms with two). On a GPU torch's own default (foreach) is kept.
+    fused = True if all(p.device.type == "cpu" for g in groups for p in g["params"]) else None
     if name == "adamw":
-        # on a CPU torch's default AdamW loops over the tensors in Python: the fused kernel is
-        # about 4x faster (MobileNetV2 U-Net, one thread: 63 -> 14 ms per step)
-        on_cpu = all(p.device.type == "cpu" for g in groups for p in g["params"])
         return torch.optim.AdamW(groups, lr=lr, betas=(momentum if momentum < 1 else 0.9, 0.999),
-                                 fused=True if on_cpu else None)
+                                 fused=fused)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, fused=fused)
     raise UserError(f"unknown optimizer '{name}'; choose adamw or sgd")
 
 

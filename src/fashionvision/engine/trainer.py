@@ -410,7 +410,8 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Metrics of the EMA (or the model) on the validation split, computed on rank 0."""
+        """Metrics of the EMA (or the model) on the validation split, computed on rank 0,
+        decoded without test-time augmentation (:meth:`Task.plain_decoding`)."""
         metrics: dict[str, float] | None = None
         started = time.perf_counter()
         if self.dist.is_main:
@@ -419,12 +420,13 @@ class Trainer:
             model.eval()
             # no autocast here: box decoding and metrics need float32; a task may autocast its forward
             loader = TrackedLoader(self.val_loader, f"validate epoch {self.epoch}")
-            result = self.task.evaluate(model, loader, self.device)
+            with self.task.plain_decoding():  # test-time augmentation is for fashion-eval
+                result = self.task.evaluate(model, loader, self.device)
+                log_predictions(self.logger, self.task, model, self.val_loader, self.device,
+                                self.cfg.log_images, self.step)
             self.last_per_class = list(result.get("per_class") or [])
             metrics = {k: float(v) for k, v in result.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            log_predictions(self.logger, self.task, model, self.val_loader, self.device,
-                            self.cfg.log_images, self.step)
             model.train(was_training)
             if self.task.primary_metric not in metrics:
                 raise UserError(f"task '{self.task.name}' returned no '{self.task.primary_metric}' metric "

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -153,11 +155,16 @@ class Task(ABC):
         A no-op unless the task stores such values (the segmenter's logit-adjustment biases).
         """
 
-    def inference_passes(self) -> float:
-        """Forward passes at ``image_size`` that decoding one image costs (test-time augmentation
-        makes it more than one); the trainer's time budget scales its estimate of the final
-        validation by it, so that a run still ends within ``trainer.max_time``."""
-        return 1.0
+    @contextmanager
+    def plain_decoding(self) -> Iterator[None]:
+        """Decode without test-time augmentation inside the block (the trainer's validation).
+
+        Validation during training ranks checkpoints of one run against each other, which the
+        plain decision does as well (mmsegmentation validates the same way); the flip and the
+        scales would multiply its cost (six forward passes a photo in ``unet_cpu_10m``: 5 % of a
+        10-minute budget). ``fashion-eval``, ``fashion-predict`` and the rest keep them.
+        """
+        yield
 
     def set_tta(self, flip: bool | None = None, scales: list[float] | None = None) -> None:
         """Override the checkpoint's test-time augmentation: the flip and the scales

@@ -25,6 +25,8 @@ import logging
 import os
 import time
 from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,10 +204,15 @@ class SegmentationTask(Task):
         """Whether decoding averages several scales (``model.tta_scales`` beyond ``[1]``)."""
         return bool(self.cfg.tta_scales) and len(self.cfg.tta_scales) > 1
 
-    def inference_passes(self) -> float:
-        # each scale costs its area relative to the base size; the flip doubles every scale
-        scales = self.cfg.tta_scales or [1.0]
-        return (2.0 if self.cfg.tta_flip else 1.0) * sum(float(r) ** 2 for r in scales)
+    @contextmanager
+    def plain_decoding(self) -> Iterator[None]:
+        # the logit adjustment stays: it is the model's decision rule and costs nothing
+        flip, scales = self.cfg.tta_flip, self.cfg.tta_scales
+        self.cfg.tta_flip, self.cfg.tta_scales = False, None
+        try:
+            yield
+        finally:
+            self.cfg.tta_flip, self.cfg.tta_scales = flip, scales
 
     def set_tta(self, flip: bool | None = None, scales: list[float] | None = None) -> None:
         if flip is not None:
