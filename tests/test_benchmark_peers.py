@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,3 +55,28 @@ def test_ultralytics_absence_is_detected(monkeypatch):
     monkeypatch.delenv("FASHION_PEERS_DISABLE")
     monkeypatch.setattr(detection.importlib.util, "find_spec", lambda name: None)
     assert "pip install" in detection.ultralytics_missing()
+
+
+@pytest.mark.slow
+def test_step_parts_script_times_before_and_after_and_writes_json(tmp_path: Path):
+    """scripts/bench_step_parts.py (README round 10) runs at a toy size and records each part
+    of the step both ways, with the machine and the command."""
+    import importlib.util
+
+    path = REPO / "scripts" / "bench_step_parts.py"
+    spec = importlib.util.spec_from_file_location("bench_step_parts", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "parts.json"
+    threads = torch.get_num_threads()
+    try:
+        assert module.main(["--threads", "1", "--batch", "2", "--crop", "64", "--repeats", "1",
+                            "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    record = json.loads(out.read_text())
+    assert set(record["results"]) == {"optimizer_step", "ema_update", "cross_entropy_fwd_bwd", "whole_step"}
+    for row in record["results"].values():
+        assert row["before_ms"] > 0 and row["after_ms"] > 0
+        assert row["speedup"] == pytest.approx(row["before_ms"] / row["after_ms"], abs=0.01)
+    assert record["machine"]["cpu_count"] >= 1 and "--crop 64" in record["command"]

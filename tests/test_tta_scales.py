@@ -152,8 +152,13 @@ def test_validation_during_training_decodes_plainly_and_the_checkpoint_keeps_the
                             "model.tta_flip=true", "model.tta_scales=[0.875,1,1.125]", "trainer=smoke",
                             "trainer.epochs=1", "trainer.limit_images=2", f"dataset.path={tiny_ccp}"])
     task = build_task(cfg["model"], ConvertedDataset.open(tiny_ccp), cfg["augment"], cfg["anchors"])
-    Trainer(task, cfg["trainer"], tmp_path / "run", cfg).fit()
+    trainer = Trainer(task, cfg["trainer"], tmp_path / "run", cfg)
+    trainer.fit()
     assert seen and all(entry == (False, None, False) for entry in seen)
+    from fashionvision.engine.report import final_lines
+
+    assert ("without the test-time augmentation (flip and scales 0.875, 1, 1.125) that fashion-eval applies"
+            in final_lines(trainer, 1.0)[0])
     assert task.cfg.tta_flip is True and task.cfg.tta_scales == [0.875, 1, 1.125]  # restored after
     loaded, _, _ = load_for_inference(tmp_path / "run")
     assert loaded.cfg.tta_flip is True and list(loaded.cfg.tta_scales) == [0.875, 1, 1.125]

@@ -155,6 +155,11 @@ class Task(ABC):
         A no-op unless the task stores such values (the segmenter's logit-adjustment biases).
         """
 
+    def tta_summary(self) -> str:
+        """The test-time augmentation decoding uses, in words ("" for none): the trainer's
+        final report says that its validation figure was decoded without it."""
+        return ""
+
     @contextmanager
     def plain_decoding(self) -> Iterator[None]:
         """Decode without test-time augmentation inside the block (the trainer's validation).

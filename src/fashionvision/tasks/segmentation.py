@@ -204,6 +204,12 @@ class SegmentationTask(Task):
         """Whether decoding averages several scales (``model.tta_scales`` beyond ``[1]``)."""
         return bool(self.cfg.tta_scales) and len(self.cfg.tta_scales) > 1
 
+    def tta_summary(self) -> str:
+        parts = ["flip"] if self.cfg.tta_flip else []
+        if self.multiscale:
+            parts.append("scales " + ", ".join(f"{float(r):g}" for r in self.cfg.tta_scales))
+        return " and ".join(parts)
+
     @contextmanager
     def plain_decoding(self) -> Iterator[None]:
         # the logit adjustment stays: it is the model's decision rule and costs nothing
