@@ -114,7 +114,8 @@ def test_best_checkpoint_keeps_its_per_class_table(tiny_runs: dict) -> None:
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     rows = best["best_per_class"]
     assert rows and {"class", "instances", "ap50", "ap"} <= set(rows[0])
-    trainer = SimpleNamespace(task=SimpleNamespace(primary_metric="map50"), best_per_class=rows,
+    trainer = SimpleNamespace(task=SimpleNamespace(primary_metric="map50", tta_summary=lambda: ""),
+                              best_per_class=rows,
                               best_epoch=best["best_epoch"], best_metric=best["best_metric"], val_set=[0, 1],
                               run_dir=run, epoch=best["epoch"], step=best["step"], status="completed")
     lines = final_lines(trainer, 12.3)

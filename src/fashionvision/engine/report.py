@@ -309,7 +309,7 @@ def final_lines(trainer: Any, seconds: float) -> list[str]:
     rows = getattr(trainer, "best_per_class", None)
     if trainer.best_epoch >= 0:
         val_images = len(trainer.val_set) if hasattr(trainer, "val_set") else 0
-        tta = trainer.task.tta_summary() if hasattr(trainer.task, "tta_summary") else ""
+        tta = trainer.task.tta_summary()
         plain = f"; without the test-time augmentation ({tta}) that fashion-eval applies" if tta else ""
         lines.append(f"best epoch {trainer.best_epoch}: {primary} {trainer.best_metric:.4f} on the validation "
                      f"split ({val_images} image{'s' if val_images != 1 else ''}{plain})")
