@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="the JSON (default benchmarks/peers_<device>_<date>.json)")
     p.add_argument("--work", default=None, help="run folders (default runs/peers/<date>)")
     p.add_argument("--seed", type=int, default=0,
-                   help="segmentation: seeds our trainer.seed and the loop's initialisation and data order alike")
+                   help="every contestant's seed: our trainer.seed, ultralytics' seed=, the smp loop's "
+                        "initialisation and data order")
     p.add_argument("--quick", action="store_true", help="tiny models and data: a smoke test of the script")
     args = p.parse_args(argv)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d_%H%M%S")

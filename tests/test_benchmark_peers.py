@@ -57,6 +57,32 @@ def test_ultralytics_absence_is_detected(monkeypatch):
     assert "pip install" in detection.ultralytics_missing()
 
 
+def test_seed_reaches_every_detection_contestant(tmp_path: Path, monkeypatch):
+    """--seed must reach our trainer.seed and ultralytics' seed=, so repeat seeds measure the noise."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from peers import detection
+
+    ours, peer = detection.contestants("cpu")
+    worker = detection._worker_command(ours, tmp_path, "test", 60, 256, 2, tmp_path / "o", "cpu", False, seed=3)
+    parser_args = worker[2:]  # after the interpreter and the script
+    seen = {}
+
+    def fake_worker(a):
+        seen["args"] = a
+        return {}
+
+    monkeypatch.setattr(detection, "work_ours", fake_worker)
+    assert detection.main(parser_args) == 0
+    a = seen["args"]
+    assert a.seed == 3
+    train, _ = detection.ours_commands(a, tmp_path / "run")
+    assert "trainer.seed=3" in train
+    a.model, a.quick = peer.model, False
+    assert detection.ultralytics_train_args(a, tmp_path / "data.yaml")["seed"] == 3
+    a.seed = 0  # the default adds nothing to our command line (the config's seed 0 applies)
+    assert not any(arg.startswith("trainer.seed") for arg in detection.ours_commands(a, tmp_path / "run")[0])
+
+
 @pytest.mark.slow
 def test_step_parts_script_times_before_and_after_and_writes_json(tmp_path: Path):
     """scripts/bench_step_parts.py (README round 10) runs at a toy size and records each part

@@ -68,10 +68,11 @@ def ultralytics_missing() -> str | None:
 
 # ----------------------------------------------------------------------------- the driver side
 def _worker_command(c: Contestant, dataset_dir: Path, split: str, budget_s: float, image_size: int,
-                    threads: int, out: Path, device: str, quick: bool) -> list[str]:
+                    threads: int, out: Path, device: str, quick: bool, seed: int = 0) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), c.kind, "--model", c.model, "--dataset", str(dataset_dir),
            "--split", split, "--budget", f"{budget_s:g}", "--image-size", str(image_size),
-           "--threads", str(threads), "--batch", str(c.batch), "--device", device, "--out", str(out)]
+           "--threads", str(threads), "--batch", str(c.batch), "--device", device, "--out", str(out),
+           "--seed", str(seed)]
     return cmd + (["--quick"] if quick else [])
 
 
@@ -85,11 +86,13 @@ def thread_env(threads: int) -> dict[str, str]:
 
 
 def run_detection(dataset_dir: Path, split: str, budget_s: float, image_size: int, threads: int,
-                  out_dir: Path, device: str, quick: bool, side_by_side: bool = False) -> list[dict]:
+                  out_dir: Path, device: str, quick: bool, side_by_side: bool = False, seed: int = 0) -> list[dict]:
     """Train and score every detection contestant; one result dict each (see module docstring).
 
     ``side_by_side`` starts all contestants at once (each with ``threads`` threads: give them
-    one each on a 2-core machine), otherwise they run one after another.
+    one each on a 2-core machine), otherwise they run one after another. ``seed`` goes to every
+    contestant (our ``trainer.seed``: initialisation, data order and augmentation; ultralytics'
+    ``seed=``), so repeat runs with other seeds show how much of a gap is run-to-run noise.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +100,7 @@ def run_detection(dataset_dir: Path, split: str, budget_s: float, image_size: in
     jobs, results = [], {}
     for c in contestants(device):
         folder = out_dir / c.model.replace(".yaml", "")
-        cmd = _worker_command(c, Path(dataset_dir), split, budget_s, image_size, threads, folder, device, quick)
+        cmd = _worker_command(c, Path(dataset_dir), split, budget_s, image_size, threads, folder, device, quick, seed)
         base = {"name": c.name, "family": "detection", "budget_s": float(budget_s), "steps": None, "epochs": None,
                 "img_per_s": None, "map50": None, "map50_95": None, "command": shlex.join(cmd), "skipped": None}
         if c.kind == "ultralytics" and missing:
@@ -161,20 +164,28 @@ def _run(cmd: list[str], log_prefix: str) -> None:
     subprocess.run(cmd, check=True, cwd=REPO)
 
 
-def work_ours(a: argparse.Namespace) -> dict:
-    """Our recipe: fashion-train for the budget, then fashion-eval on the split."""
-    run = Path(a.out) / "run"
-    shutil.rmtree(run, ignore_errors=True)
+def ours_commands(a: argparse.Namespace, run: Path) -> tuple[list[str], list[str]]:
+    """The fashion-train and fashion-eval command lines of our contestant (run folder ``run``)."""
     train = [sys.executable, "-m", "fashionvision.cli.train", f"experiment={a.model}", f"dataset.path={a.dataset}",
              f"trainer.max_time={a.budget}s", f"model.image_size={a.image_size}", f"trainer.device={a.device}",
              f"hydra.run.dir={run}"]
     if a.threads == 1 and not a.device.startswith("cuda"):
         train.append("trainer.workers=0")  # the contestant gets one core: no loader process beside it
+    if a.seed:
+        train.append(f"trainer.seed={a.seed}")
     if a.quick:  # a smoke test of the pipeline: tiny model and data
         train += ["model.width=0.0625", "anchors=coco", "trainer.limit_images=4", "trainer.batch_size=2",
                   "trainer.val_every=1000", "trainer.cache_images=false"]
     evaluate = [sys.executable, "-m", "fashionvision.cli.eval", f"ckpt={run}", f"split={a.split}",
                 f"device={a.device}", f"output={run / 'eval'}", "workers=0", f"hydra.run.dir={run / 'eval'}"]
+    return train, evaluate
+
+
+def work_ours(a: argparse.Namespace) -> dict:
+    """Our recipe: fashion-train for the budget, then fashion-eval on the split."""
+    run = Path(a.out) / "run"
+    shutil.rmtree(run, ignore_errors=True)
+    train, evaluate = ours_commands(a, run)
     _run(train, "[ours] ")
     _run(evaluate, "[ours] ")
     summary = json.loads((run / "metrics.json").read_text())
@@ -221,6 +232,18 @@ def yolo_dataset(dataset_dir: Path, folder: Path, splits=("train", "val")) -> Pa
     return yaml
 
 
+def ultralytics_train_args(a: argparse.Namespace, data_yaml: Path) -> dict:
+    """``YOLO.train`` keywords: ultralytics' defaults but our budget, image size, batch, device and seed."""
+    out = Path(a.out)
+    args = dict(data=str(data_yaml), epochs=1000, time=a.budget / 3600.0, imgsz=a.image_size, batch=a.batch,
+                workers=0 if a.threads == 1 else min(a.threads, 8), device=a.device.replace("cuda:", "").replace("cuda", "0"),
+                plots=False, amp=not a.device == "cpu", val=False, pretrained=False, project=str(out), name="train",
+                exist_ok=True, seed=a.seed, verbose=False)
+    if a.quick:
+        args.update(batch=2, fraction=0.01, mosaic=0.0)
+    return args
+
+
 def work_ultralytics(a: argparse.Namespace) -> dict:
     """An ultralytics model from its YAML (no weights), its defaults, our budget and image size."""
     import torch
@@ -234,12 +257,7 @@ def work_ultralytics(a: argparse.Namespace) -> dict:
     ud.check_font = lambda *args, **kwargs: None  # plots are off: never fetch a font
     data_yaml = yolo_dataset(Path(a.dataset), out / "yolo_data")
     model = YOLO(a.model)  # a YAML: built from scratch, nothing downloaded
-    args = dict(data=str(data_yaml), epochs=1000, time=a.budget / 3600.0, imgsz=a.image_size, batch=a.batch,
-                workers=0 if a.threads == 1 else min(a.threads, 8), device=a.device.replace("cuda:", "").replace("cuda", "0"),
-                plots=False, amp=not a.device == "cpu", val=False, pretrained=False, project=str(out), name="train",
-                exist_ok=True, seed=0, verbose=False)
-    if a.quick:
-        args.update(batch=2, fraction=0.01, mosaic=0.0)
+    args = ultralytics_train_args(a, data_yaml)
     started = time.perf_counter()
     model.train(**args)
     seconds = time.perf_counter() - started
@@ -268,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, required=True)
     for name in ("image-size", "threads", "batch"):
         p.add_argument(f"--{name}", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0, help="our trainer.seed and ultralytics' seed")
     p.add_argument("--quick", action="store_true")
     a = p.parse_args(argv)
     Path(a.out).mkdir(parents=True, exist_ok=True)
