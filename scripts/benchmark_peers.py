@@ -67,6 +67,36 @@ def machine() -> dict:
     return info
 
 
+def host_probe(threads: int, repeats: int = 5) -> float:
+    """Median milliseconds of one forward and backward pass of a fixed small network (ResNet-18,
+    float32, 8 images of 128 px) on the CPU with ``threads`` threads.
+
+    A yardstick of the host at that moment: a shared VM's speed varies by the hour (round 11's
+    detector seed 1 ran both contestants at half the image rate of round 3), so each JSON says
+    how fast the machine was when it started and when it ended. The thread count is restored.
+    """
+    import time
+
+    import torch
+    from torchvision.models import resnet18
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        net = resnet18(num_classes=10)
+        images = torch.randn(8, 3, 128, 128, generator=generator)
+        times = []
+        for k in range(repeats + 1):  # the first pass warms up the kernels: not counted
+            started = time.perf_counter()
+            net(images).square().mean().backward()
+            if k:
+                times.append(time.perf_counter() - started)
+        return round(1000 * sorted(times)[len(times) // 2], 1)
+    finally:
+        torch.set_num_threads(before)
+
+
 def commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
@@ -113,10 +143,13 @@ def _fmt(value, digits: int = 4) -> str:
 
 def markdown(results: list[dict], info: dict) -> str:
     """The README table: budget, epochs / steps, img/s and the family's two scores per contestant."""
+    probe = info.get("host_probe_ms") or {}
+    speed = (f", host probe {probe['start']:.0f} / {probe['end']:.0f} ms at start / end"
+             if probe.get("start") is not None and probe.get("end") is not None else "")
     lines = [f"Machine: {info['machine']['cpu']} ({info['machine']['cpu_count']} cores"
              f"{', ' + info['machine']['gpu'] if 'gpu' in info['machine'] else ''}), {info['threads']} thread(s) "
              f"per contestant, {'side by side' if info['side_by_side'] else 'one after another'}, "
-             f"split '{info['split']}' of {info['dataset']}, torch {info['machine']['torch']}.", "",
+             f"split '{info['split']}' of {info['dataset']}, torch {info['machine']['torch']}{speed}.", "",
              "| family | contestant | budget | epochs | steps | img/s | mAP50 / mIoU | mAP50-95 / pixel acc |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -159,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = ["det", "seg"] if args.family == "both" else [args.family]
     started = dt.datetime.now(dt.timezone.utc)
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    probe_repeats = 1 if args.quick else 5
+    probe_before = host_probe(args.threads, probe_repeats)
     results, sizes = [], {}
     for key in keys:
         sizes[key] = args.image_size or default_image_size(key, args.device)
@@ -170,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             "image_sizes": sizes, "quick": args.quick,
             "load_average_1_5_15_min": {"start": load_before,
                                         "end": os.getloadavg() if hasattr(os, "getloadavg") else None},
+            "host_probe_ms": {"start": probe_before, "end": host_probe(args.threads, probe_repeats),
+                              "what": f"median ms of a ResNet-18 forward+backward (8 x 128 px, float32) on the "
+                                      f"CPU, {args.threads} thread(s): higher = a slower host at that moment"},
             "command": " ".join(["python", "scripts/benchmark_peers.py", *(argv if argv is not None else sys.argv[1:])])}
     report = {**info, "results": results}
     table = markdown(results, info)

@@ -35,6 +35,9 @@ def test_benchmark_peers_runs_end_to_end_with_peers_skipped(tiny_ccp: Path, tmp_
     assert peer["name"] == "ultralytics YOLOv8n" and "FASHION_PEERS_DISABLE" in peer["skipped"]
     assert "skipped: ultralytics disabled" in proc.stdout
     assert "| detection | ultralytics YOLOv8n |" in report["markdown"]
+    probe = report["host_probe_ms"]
+    assert probe["start"] > 0 and probe["end"] > 0 and "ResNet-18" in probe["what"]
+    assert "host probe" in report["markdown"]
 
 
 def test_missing_segmentation_module_is_reported_as_skipped(monkeypatch):
@@ -55,6 +58,21 @@ def test_ultralytics_absence_is_detected(monkeypatch):
     monkeypatch.delenv("FASHION_PEERS_DISABLE")
     monkeypatch.setattr(detection.importlib.util, "find_spec", lambda name: None)
     assert "pip install" in detection.ultralytics_missing()
+
+
+def test_host_probe_times_the_machine_and_restores_the_thread_count():
+    sys.path.insert(0, str(REPO / "scripts"))
+    import benchmark_peers
+
+    before = torch.get_num_threads()
+    one = benchmark_peers.host_probe(threads=1, repeats=1)
+    assert torch.get_num_threads() == before
+    assert 0 < one < 60_000
+    info = {"machine": {"cpu": "x", "cpu_count": 2, "torch": "t"}, "threads": 1, "side_by_side": False,
+            "split": "test", "dataset": "d", "host_probe_ms": {"start": one, "end": 2 * one}}
+    assert f"host probe {one:.0f} / {2 * one:.0f} ms at start / end" in benchmark_peers.markdown([], info)
+    del info["host_probe_ms"]  # the JSONs written before the probe existed still print
+    assert "host probe" not in benchmark_peers.markdown([], info)
 
 
 def test_seed_reaches_every_detection_contestant(tmp_path: Path, monkeypatch):
