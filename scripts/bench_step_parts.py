@@ -21,7 +21,6 @@ import copy
 import datetime
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchmark_peers import machine  # noqa: E402
+from benchmark_peers import machine, milliseconds  # noqa: E402
 from sweep_logit_adjust import commit  # noqa: E402
 
 from fashionvision.engine.ema import ModelEMA  # noqa: E402
@@ -39,18 +38,6 @@ from fashionvision.families import build_model  # noqa: E402
 from fashionvision.families.unet.losses import cross_entropy  # noqa: E402
 
 CLASSES = 59  # the mask classes of CCP (mask_classes.txt: "null" and 58 named ones)
-
-
-def milliseconds(fn, repeats: int) -> float:
-    """Median wall time of ``fn`` in ms, after three warm-up calls."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - started) * 1000)
-    return sorted(times)[len(times) // 2]
 
 
 def old_ema_update(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:

@@ -67,6 +67,20 @@ def machine() -> dict:
     return info
 
 
+def milliseconds(fn, repeats: int, warmups: int = 3) -> float:
+    """Median wall time of ``fn()`` in ms over ``repeats`` calls, after ``warmups`` uncounted ones."""
+    import time
+
+    for _ in range(warmups):
+        fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)[len(times) // 2]
+
+
 def host_probe(threads: int, repeats: int = 5) -> float:
     """Median milliseconds of one forward and backward pass of a fixed small network (ResNet-18,
     float32, 8 images of 128 px) on the CPU with ``threads`` threads.
@@ -75,8 +89,6 @@ def host_probe(threads: int, repeats: int = 5) -> float:
     detector seed 1 ran both contestants at half the image rate of round 3), so each JSON says
     how fast the machine was when it started and when it ended. The thread count is restored.
     """
-    import time
-
     import torch
     from torchvision.models import resnet18
 
@@ -86,13 +98,8 @@ def host_probe(threads: int, repeats: int = 5) -> float:
         generator = torch.Generator().manual_seed(0)
         net = resnet18(num_classes=10)
         images = torch.randn(8, 3, 128, 128, generator=generator)
-        times = []
-        for k in range(repeats + 1):  # the first pass warms up the kernels: not counted
-            started = time.perf_counter()
-            net(images).square().mean().backward()
-            if k:
-                times.append(time.perf_counter() - started)
-        return round(1000 * sorted(times)[len(times) // 2], 1)
+        # the first pass warms up the kernels: not counted
+        return round(milliseconds(lambda: net(images).square().mean().backward(), repeats, warmups=1), 1)
     finally:
         torch.set_num_threads(before)
 

@@ -78,7 +78,6 @@ def test_linear_decay_is_a_straight_line_after_the_warmup() -> None:
         parse_section(TrainerConfig, {"lr_schedule": "step"}, "trainer")  # with the config, before a run starts
 
 
-
 @pytest.mark.parametrize("name", ["adamw", "sgd"])
 def test_optimizers_are_fused_on_cpu_and_match_the_reference(name: str) -> None:
     """The fused CPU kernels (AdamW 4x, SGD 3.9x faster steps) update exactly like torch's

@@ -136,6 +136,7 @@ def test_validation_during_training_decodes_plainly_and_the_checkpoint_keeps_the
     would eat 5 % of a 10-minute CPU budget), with the logit adjustment; the run's checkpoint
     still carries both settings, so fashion-eval and fashion-predict use them."""
     from fashionvision.cli._hydra import compose
+    from fashionvision.engine.report import final_lines
     from fashionvision.engine.trainer import Trainer
     from fashionvision.inference.loading import load_for_inference
     from fashionvision.tasks.segmentation import SegmentationTask
@@ -155,8 +156,6 @@ def test_validation_during_training_decodes_plainly_and_the_checkpoint_keeps_the
     trainer = Trainer(task, cfg["trainer"], tmp_path / "run", cfg)
     trainer.fit()
     assert seen and all(entry == (False, None, False) for entry in seen)
-    from fashionvision.engine.report import final_lines
-
     assert ("without the test-time augmentation (flip and scales 0.875, 1, 1.125) that fashion-eval applies"
             in final_lines(trainer, 1.0)[0])
     assert task.cfg.tta_flip is True and task.cfg.tta_scales == [0.875, 1, 1.125]  # restored after
