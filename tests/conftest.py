@@ -189,3 +189,24 @@ def two_torch_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(threads)
+
+
+def independent_ccp_gt(folder: Path, ccp: Path) -> dict:
+    """COCO ground truth straight from the .mat files (image id = line of train.txt)."""
+    from PIL import Image
+
+    images, annotations = [], []
+    for image_id, line in enumerate((folder / "train.txt").read_text().split("\n")):
+        if not line.strip():
+            continue
+        rel = line.split()[0]
+        width, height = Image.open(ccp / rel).size
+        images.append({"id": image_id, "width": width, "height": height})
+        _, boxes = ccp_boxes_from_mat(ccp / "annotations" / "pixel-level" / f"{Path(rel).stem}.mat")
+        for x1, y1, x2, y2, c in boxes.tolist():
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": c,
+                                "bbox": [x1, y1, x2 - x1 + 1, y2 - y1 + 1], "area": (x2 - x1 + 1) * (y2 - y1 + 1),
+                                "iscrowd": 0})
+    classes = (folder / "classes.txt").read_text().split("\n")[:-1]
+    return {"images": images, "annotations": annotations,
+            "categories": [{"id": i, "name": n} for i, n in enumerate(classes)]}

@@ -110,7 +110,7 @@ def test_score_script_scores_both_contestants_with_and_without_tta(tiny_runs: di
     from fashionvision.engine.build import build_loader
     from fashionvision.inference.loading import load_for_inference
 
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     monkeypatch.syspath_prepend(str(repo / "scripts"))
     import score_tta_flip
 

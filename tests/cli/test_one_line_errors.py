@@ -109,7 +109,7 @@ def test_fashionpedia_file_whose_top_level_is_a_list(tmp_path, capsys):
 
 
 def test_deepfashion_list_with_a_non_utf8_byte(tmp_path, capsys):
-    from test_convert_deepfashion import make_deepfashion
+    from fixtures.deepfashion_lists import make_deepfashion
 
     source = make_deepfashion(tmp_path / "df")
     bbox = source / "Anno" / "list_bbox.txt"

@@ -5,52 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from fashionvision.data.annotations import validate_file
 from fashionvision.convert import deepfashion
 from fashionvision.data.converted import SPLITS, ConvertedDataset
 from fashionvision.errors import UserError
-
-CATEGORIES = (
-    "Anorak Blazer Blouse Bomber Button-Down Cardigan Flannel Halter Henley Hoodie Jacket Jersey Parka "
-    "Peacoat Poncho Sweater Tank Tee Top Turtleneck Capris Chinos Culottes Cutoffs Gauchos Jeans Jeggings "
-    "Jodhpurs Joggers Leggings Sarong Shorts Skirt Sweatpants Sweatshorts Trunks Caftan Cape Coat Coverup "
-    "Dress Jumpsuit Kaftan Kimono Nightdress Onesie Robe Romper Shirtdress Sundress"
-).split()
-
-# image, box, category label (1-based), partition
-ROWS = [
-    ("img/Sheer_Pleated-Front_Blouse/img_00000001.jpg", (5, 4, 30, 35), 3, "train"),
-    ("img/Sheer_Pleated-Front_Blouse/img_00000002.jpg", (0, 0, 39, 47), 3, "train"),
-    ("img/Classic_Denim_Jeans/img_00000001.jpg", (10, 12, 45, 60), 26, "val"),  # beyond the 40x48 image: clipped
-    ("img/Floral_Maxi_Dress/img_00000001.jpg", (2, 3, 20, 30), 41, "test"),
-    ("img/Floral_Maxi_Dress/img_00000002.jpg", (2, 3, 20, 30), 50, "test"),
-]
-
-
-def write_list(path: Path, header: str, rows: list[str], count: int | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{len(rows) if count is None else count}\n{header}\n" + "".join(f"{r}\n" for r in rows))
-
-
-def make_deepfashion(root: Path, rows=ROWS, images: bool = True) -> Path:
-    """The four list files with their exact header lines (name columns padded as in the release)."""
-    write_list(root / "Anno" / "list_bbox.txt", "image_name  x_1  y_1  x_2  y_2",
-               [f"{name:<60}{b[0]:>4} {b[1]:>4} {b[2]:>4} {b[3]:>4}" for name, b, _, _ in rows])
-    write_list(root / "Anno" / "list_category_img.txt", "image_name  category_label",
-               [f"{name:<60}{label}" for name, _, label, _ in rows])
-    types = [1] * 20 + [2] * 16 + [3] * 14
-    write_list(root / "Anno" / "list_category_cloth.txt", "category_name  category_type",
-               [f"{name:<29}{kind}" for name, kind in zip(CATEGORIES, types)])
-    write_list(root / "Eval" / "list_eval_partition.txt", "image_name  evaluation_status",
-               [f"{name:<60}{status}" for name, _, _, status in rows])
-    if images:
-        for name, *_ in rows:
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (40, 48), (120, 30, 60)).save(root / name)
-    return root
-
+from fixtures.deepfashion_lists import ROWS, make_deepfashion
 
 def test_official_partition_boxes_and_classes(tmp_path: Path):
     source = make_deepfashion(tmp_path / "df")

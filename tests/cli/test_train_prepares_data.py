@@ -11,7 +11,7 @@ from fashionvision.data.annotations import read_annotations
 from fashionvision.cli._hydra import compose
 from fashionvision.cli.train import ensure_dataset
 from fashionvision.errors import UserError
-from test_download import STEMS, Server, make_ccp_zip
+from fixtures.ccp_archive import STEMS, Server, make_ccp_zip
 
 
 @pytest.fixture()

@@ -143,7 +143,7 @@ def test_the_sweep_script_scores_each_tau_through_the_decision_rule(tiny_runs: d
     from fashionvision.engine.build import build_loader
     from fashionvision.inference.loading import load_for_inference
 
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     monkeypatch.syspath_prepend(str(repo / "scripts"))
     import sweep_logit_adjust
 

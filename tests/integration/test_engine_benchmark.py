@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow  # builds YOLOv3 and a resnet50 U-Net and runs the real loop: ~30 s on 2 cores

@@ -3,76 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
 import subprocess
 import sys
-import threading
-import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from fashionvision.convert.download import check_ccp_layout, download_ccp, ensure_ccp, is_ccp
 from fashionvision.errors import UserError
-
-TOP = "clothing-co-parsing-master"
-STEMS = ("0001", "0002", "0003")
-
-
-def make_ccp_zip(ccp: Path, drop: tuple[str, ...] = (), extra: dict[str, bytes] | None = None) -> bytes:
-    """A zip in the GitHub archive layout with 3 real photos/mats; ``drop`` omits member paths."""
-    members = {"label_list.mat": ccp / "label_list.mat", "README.md": ccp / "README.md"}
-    for stem in STEMS:
-        members[f"photos/{stem}.jpg"] = ccp / "photos" / f"{stem}.jpg"
-        members[f"annotations/pixel-level/{stem}.mat"] = ccp / "annotations" / "pixel-level" / f"{stem}.mat"
-    members["annotations/image-level/1005.mat"] = ccp / "annotations" / "image-level" / "1005.mat"
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(f"{TOP}/", b"")
-        for rel, src in members.items():
-            if rel not in drop:
-                zf.write(src, f"{TOP}/{rel}")
-        for name, data in (extra or {}).items():
-            zf.writestr(name, data)
-    return buffer.getvalue()
-
-
-class Server:
-    """Serves ``routes[path] = (status, body, declared_length)`` on 127.0.0.1, random port."""
-
-    def __init__(self):
-        self.routes: dict[str, tuple[int, bytes, int | None]] = {}
-        self.hits = 0
-        routes = self.routes
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server naming)
-                outer.hits += 1
-                status, body, declared = routes.get(self.path, (404, b"not found", None))
-                self.send_response(status)
-                self.send_header("Content-Length", str(declared if declared is not None else len(body)))
-                self.end_headers()
-                self.wfile.write(body)  # fewer bytes than declared = a truncated download
-                self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
+from fixtures.ccp_archive import TOP, Server, make_ccp_zip
 
 @pytest.fixture(scope="module")
 def good_zip(shared_data: Path) -> bytes:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ccp_boxes_from_mat
+from conftest import independent_ccp_gt
 
 
 @pytest.fixture(scope="module")
@@ -51,27 +51,6 @@ def checkpoint(hand_converted_ccp: Path, tmp_path_factory) -> Path:
     return path
 
 
-def _independent_gt(folder: Path, ccp: Path) -> dict:
-    """COCO ground truth straight from the .mat files (image id = line of train.txt)."""
-    from PIL import Image
-
-    images, annotations = [], []
-    for image_id, line in enumerate((folder / "train.txt").read_text().split("\n")):
-        if not line.strip():
-            continue
-        rel = line.split()[0]
-        width, height = Image.open(ccp / rel).size
-        images.append({"id": image_id, "width": width, "height": height})
-        _, boxes = ccp_boxes_from_mat(ccp / "annotations" / "pixel-level" / f"{Path(rel).stem}.mat")
-        for x1, y1, x2, y2, c in boxes.tolist():
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": c,
-                                "bbox": [x1, y1, x2 - x1 + 1, y2 - y1 + 1], "area": (x2 - x1 + 1) * (y2 - y1 + 1),
-                                "iscrowd": 0})
-    classes = (folder / "classes.txt").read_text().split("\n")[:-1]
-    return {"images": images, "annotations": annotations,
-            "categories": [{"id": i, "name": n} for i, n in enumerate(classes)]}
-
-
 def test_fashion_eval_matches_pycocotools(checkpoint, hand_converted_ccp, shared_data, tmp_path):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -91,7 +70,7 @@ def test_fashion_eval_matches_pycocotools(checkpoint, hand_converted_ccp, shared
     assert metrics["ms_per_image"] > 0 and len(metrics["per_class"]) == 56
 
     gt_file = tmp_path / "gt.json"
-    gt_file.write_text(json.dumps(_independent_gt(hand_converted_ccp, shared_data / "ccp")))
+    gt_file.write_text(json.dumps(independent_ccp_gt(hand_converted_ccp, shared_data / "ccp")))
     predictions = json.loads((out / "predictions.json").read_text())
     assert predictions and {p["image_id"] for p in predictions} <= {0, 1, 2, 3}
     boxes = np.array([p["bbox"] for p in predictions])

@@ -1,7 +1,7 @@
 """A tiny YOLOv3 overfits 8 real CCP images on the CPU, then fashion-eval agrees with pycocotools.
 
 Direct training loop (no engine): the whole 8-image batch, no augmentation, AdamW. Slow on
-2 cores (a few minutes), hence marked; run with ``pytest -m slow tests/test_yolo_overfit.py``.
+2 cores (a few minutes), hence marked; run with ``pytest -m slow tests/integration/test_yolo_overfit.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import build_hand_converted_ccp
-from test_eval_cli import _independent_gt
+from conftest import independent_ccp_gt
 
 MAX_STEPS = 600
 EVAL_EVERY = 50
@@ -66,7 +66,7 @@ def test_tiny_yolo_overfits_eight_ccp_images(shared_data, tmp_path):
                         "batch_size": 4}, out)
     assert metrics["map50"] == pytest.approx(best, abs=1e-6)
     gt_file = tmp_path / "gt.json"
-    gt_file.write_text(json.dumps(_independent_gt(folder, ccp)))
+    gt_file.write_text(json.dumps(independent_ccp_gt(folder, ccp)))
     coco = COCO(str(gt_file))
     ev = COCOeval(coco, coco.loadRes(str(out / "predictions.json")), "bbox")
     ev.evaluate(), ev.accumulate(), ev.summarize()
