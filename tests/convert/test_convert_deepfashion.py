@@ -10,7 +10,7 @@ from fashionvision.data.annotations import validate_file
 from fashionvision.convert import deepfashion
 from fashionvision.data.converted import SPLITS, ConvertedDataset
 from fashionvision.errors import UserError
-from fixtures.deepfashion_lists import ROWS, make_deepfashion
+from fixtures.deepfashion_lists import CATEGORIES, ROWS, make_deepfashion
 
 def test_official_partition_boxes_and_classes(tmp_path: Path):
     source = make_deepfashion(tmp_path / "df")

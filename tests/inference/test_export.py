@@ -43,7 +43,6 @@ def test_onnx_raw_outputs_match_pytorch(exported, kind):
         assert np.asarray(meta["buffers"]["anchors"]["data"]).shape == (3, 3, 2)
 
 
-@pytest.mark.parametrize("kind", ["detector", "segmenter"])
 def match_detections(a: dict, b: dict) -> np.ndarray:
     """The index into ``b`` of each detection of ``a``: the one-to-one matching with the least
     total difference (box coordinates plus a large penalty for another label or score), so that
@@ -59,6 +58,7 @@ def match_detections(a: dict, b: dict) -> np.ndarray:
     return order
 
 
+@pytest.mark.parametrize("kind", ["detector", "segmenter"])
 def test_predict_from_onnx_equals_pytorch(exported, kind, shared_data):
     """Same postprocessing on both paths: predictions agree to numerical noise."""
     predictor, path, _ = exported[kind]
