@@ -107,6 +107,9 @@ class ToyTask(Task):
     def compute_losses(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         self.calls = getattr(self, "calls", 0) + 1
         delay = float(os.environ.get("TOY_STEP_SLEEP", "0"))
+        slow_rank, _, slow_delay = os.environ.get("TOY_SLOW_RANK", "").partition(":")  # "RANK:SECONDS"
+        if slow_rank and int(os.environ.get("RANK", "0")) == int(slow_rank):
+            delay += float(slow_delay)
         if delay:
             time.sleep(delay)
         # process tests: a signal arriving in the middle of an exact training batch

@@ -5,6 +5,7 @@ Subprocess tests: in the slow tier (``python -m pytest -m slow``), which CI also
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -107,3 +108,23 @@ def test_ddp_two_gloo_processes_end_with_identical_weights(toy_data: Path, tmp_p
     assert state["world_size"] == 2
     assert state["step"] == 2  # 8 images / (2 ranks x batch 2 x accumulate 2) = 1 step per epoch
     assert (run / "metrics.json").is_file()
+
+
+def test_ddp_with_a_time_budget_ends_on_every_rank_at_the_same_step(tmp_path: Path) -> None:
+    """Rank 0 keeps back more of the budget than rank 1 (it alone holds the validation split) and
+    rank 1 runs slower: the stop is one all-reduced decision, so both leave the loop at the same
+    step, exit 0 and end within the budget (a rank that stopped alone would leave the other in a
+    DDP forward that dies with "Connection closed by peer", or hangs under NCCL)."""
+    data = make_toy_dataset(tmp_path / "data", n_train=64, n_val=16)
+    run = tmp_path / "ddp_budget"
+    budget = 15.0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+           "--rdzv_backend=c10d", "--rdzv_endpoint=localhost:0", str(TOY_TRAIN), str(data), str(run),
+           "epochs=100000", f"max_time={budget:g}s", "val_every=1000"]
+    done = subprocess.run(cmd, env=_env(TOY_SLOW_RANK="1:0.03"), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_identical(torch.load(run / "final_rank0.pt", weights_only=True),
+                      torch.load(run / "final_rank1.pt", weights_only=True))
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["status"] == "time_budget" and summary["steps"] > 10 and summary["final"]
+    assert summary["train_seconds"] <= budget + 2.0

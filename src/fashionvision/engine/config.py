@@ -8,6 +8,7 @@ must not be silently ignored) and on values of the wrong kind.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class TrainerConfig:
     cache_images: bool = True
     gpu_augment: bool = True
     val_every: int = 1
+    checkpoint_every: str | float | None = 0  # wall clock between last.pt writes; 0 = every epoch end
     checkpoint_every_steps: int | None = None
     early_stop_patience: int | None = None
     max_bad_steps: int = 5
@@ -80,18 +82,25 @@ class TrainerConfig:
         if self.repeat_threshold is not None:
             require(0 < self.repeat_threshold <= 1, "trainer.repeat_threshold", self.repeat_threshold,
                     "null (off) or in (0, 1]")
-        self.max_seconds  # validates the duration now rather than mid-run
+        self.max_seconds, self.checkpoint_seconds  # validates the durations now rather than mid-run
 
-    @property
+    @functools.cached_property
     def max_seconds(self) -> float | None:
         """The wall-clock budget in seconds, or None when training runs for ``epochs``."""
         return parse_duration(self.max_time)
+
+    @functools.cached_property
+    def checkpoint_seconds(self) -> float:
+        """Seconds between ``last.pt`` writes (0: at every epoch end)."""
+        if self.checkpoint_every in (0, "0", None):
+            return 0.0
+        return parse_duration(self.checkpoint_every, "trainer.checkpoint_every")
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(value: str | float | int | None) -> float | None:
+def parse_duration(value: str | float | int | None, key: str = "trainer.max_time") -> float | None:
     """``"180s"``, ``"30m"``, ``"2h"``, ``"1h30m"`` or a number of seconds -> seconds."""
     if value is None or value == "":
         return None
@@ -101,10 +110,10 @@ def parse_duration(value: str | float | int | None) -> float | None:
         text = str(value).strip().lower().replace(" ", "")
         parts = re.findall(r"(\d+(?:\.\d+)?)([smhd]?)", text)
         if not parts or "".join(n + u for n, u in parts) != text:
-            raise UserError(f"trainer.max_time='{value}' is not a duration; use e.g. 180s, 30m, 2h or 1h30m")
+            raise UserError(f"{key}='{value}' is not a duration; use e.g. 180s, 30m, 2h or 1h30m")
         seconds = sum(float(n) * _UNITS[u or "s"] for n, u in parts)
     if seconds <= 0:
-        raise UserError(f"trainer.max_time must be positive, got '{value}'")
+        raise UserError(f"{key} must be positive, got '{value}'")
     return seconds
 
 

@@ -9,7 +9,7 @@
 * :func:`final_lines`: at the end, the per-class table of the best checkpoint on the
   validation split (the table ``fashion-eval`` prints), the time taken and where the files are.
 
-Kept apart from the loop so that the trainer only calls it (the trainer has other editors).
+The :class:`~fashionvision.engine.hooks.RunReport` hook calls these at the run's points.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ class ResultsLog:
         self.enabled = enabled
         self.rows: list[dict] = []
         self.plot_seconds = 0.0  # how long the last drawing took (the time budget reserves it)
-        self._drawn_at: float | None = None
+        self.drawn_at: float | None = None
         self._stale = False
         if enabled and self.path.is_file() and keep_epochs > 0:
             with open(self.path, newline="", encoding="utf-8") as handle:
@@ -216,7 +216,7 @@ class ResultsLog:
         os.replace(tmp, self.path)
         self._stale = True
         now = time.perf_counter()
-        if self._drawn_at is None or now - self._drawn_at >= 20 * self.plot_seconds:
+        if self.drawn_at is None or now - self.drawn_at >= 20 * self.plot_seconds:
             self.draw()
 
     def draw(self) -> None:
@@ -226,8 +226,8 @@ class ResultsLog:
             plot_results(self.rows, self.columns(), self.png)
         except Exception as exc:  # a plot must never stop a run
             log.warning("could not draw %s: %s", self.png, exc)
-        self._drawn_at = time.perf_counter()
-        self.plot_seconds = self._drawn_at - started
+        self.drawn_at = time.perf_counter()
+        self.plot_seconds = self.drawn_at - started
         self._stale = False
 
     def finish(self) -> None:
@@ -281,6 +281,9 @@ def epoch_row(trainer: Any, train_losses: dict, metrics: dict | None, seconds: f
     row["lr"] = trainer.optimizer.param_groups[0]["lr"]
     row.update({f"val/{k}": v for k, v in (metrics or {}).items()})
     row["seconds"] = round(seconds, 2)
+    # of which validating and writing checkpoints (what a short GPU epoch can be dominated by)
+    row["val_seconds"] = round(trainer.state.epoch_val_seconds, 2)
+    row["checkpoint_seconds"] = round(trainer.state.epoch_save_seconds, 2)
     row["elapsed"] = round(trainer.train_seconds, 1)
     return row
 
@@ -323,38 +326,3 @@ def final_lines(trainer: Any, seconds: float) -> list[str]:
     if (folder / "checkpoints/best.pt").exists():
         lines.append(f"next: fashion-eval ckpt={folder} split=test")
     return lines
-
-
-# ---------------------------------------------------------------------------- the time budget
-def budget_reserve(trainer: Any) -> float:
-    """Seconds to keep back from ``max_time`` so that the run *ends* within it.
-
-    What follows the last step: one validation and the checkpoints (``last.pt`` and maybe
-    ``best.pt``). Both are measured when they have run once; before that, the validation is
-    estimated from the training speed (seconds per training image x validation images: a
-    training step is a forward and a backward pass, so this errs on the safe side for the
-    validation's one forward pass, which the metrics then make up for; the validation decodes
-    without test-time augmentation, :meth:`Task.plain_decoding`) and the checkpoint from its size.
-    """
-    if trainer.cfg.max_seconds is None:
-        return 0.0
-    val = trainer.val_seconds
-    if val is None:
-        per_image = _train_seconds_per_image(trainer)
-        val = per_image * len(getattr(trainer, "val_set", ())) if per_image is not None else 0.0
-    save = trainer.save_seconds
-    if save is None:
-        params = sum(p.numel() for p in trainer.model.parameters())
-        save = 0.2 + params * 4 * 4 / 200e6  # model, EMA and two optimizer moments at ~200 MB/s
-    results = getattr(trainer, "results", None)
-    # before the first drawing: matplotlib's import and first figure take about a second
-    plot = 1.0 if results is None or results._drawn_at is None else results.plot_seconds
-    return 1.1 * val + 2.0 * save + plot
-
-
-def _train_seconds_per_image(trainer: Any) -> float | None:
-    seen = getattr(trainer, "_done_images", 0) + getattr(trainer, "_epoch_images", 0)
-    seconds = getattr(trainer, "_done_seconds", 0.0)
-    if getattr(trainer, "_epoch_images", 0):
-        seconds += time.perf_counter() - trainer._epoch_started
-    return seconds / seen if seen else None
