@@ -11,7 +11,7 @@ and device for every contestant, it trains from scratch
 
 then scores every contestant with **our** evaluator on the same images and writes one JSON
 (machine, torch version, commit, date, budgets, per-contestant figures and commands) and
-prints a markdown table for the README::
+prints a markdown table for benchmarks/README.md::
 
     python scripts/benchmark_peers.py --family det --dataset data/converted/ccp-416 --split test \\
         --budget-det 12m --threads 1 --side-by-side --device cpu --out benchmarks/peers_cpu_ccp416_det.json
@@ -149,7 +149,7 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def markdown(results: list[dict], info: dict) -> str:
-    """The README table: budget, epochs / steps, img/s and the family's two scores per contestant."""
+    """The benchmarks/README.md table: budget, epochs / steps, img/s and the family's two scores per contestant."""
     probe = info.get("host_probe_ms") or {}
     speed = (f", host probe {probe['start']:.0f} / {probe['end']:.0f} ms at start / end"
              if probe.get("start") is not None and probe.get("end") is not None else "")

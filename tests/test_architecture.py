@@ -1,4 +1,4 @@
-"""The shape of the package, checked so it cannot drift back (README "Development").
+"""The shape of the package, checked so it cannot drift back (docs/architecture.md).
 
 * ``lint-imports`` keeps the layer and family-independence contracts of ``pyproject.toml``;
 * no import cycle, lazy (function-level) imports included;
