@@ -152,3 +152,9 @@ def test_old_header_with_int32_seen(tmp_path):
     report = model.load_pretrained(path)
     assert (report["seen"], report["loaded_convs"], report["skipped"]) == (99, 75, [])
     assert np.array_equal(darknet_values(model), darknet_values(source))
+
+
+def test_published_depth_into_a_shallower_model_names_the_setting(tmp_path):
+    path = write_weights(tmp_path / "yolov3.weights", _coco_model(0.125))
+    message = _one_line_error(YOLOv3(56, width=0.125, depth=0.5), path, "at width 0.125, depth 1")
+    assert "set model.depth=1 to load it" in message

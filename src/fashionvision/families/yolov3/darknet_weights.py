@@ -97,9 +97,9 @@ def _sizes_expected(model_width: float, model_depth: float, num_classes: int | N
     if num_classes is not None:
         parts.append(f"{full_layout(model_width, model_depth, num_classes).num_values:,} "
                      f"(the full network, {num_classes} classes)")
-    coco = full_layout(model_width, model_depth, 80)
-    one, two = full_layout(model_width, model_depth, 1).num_values, full_layout(model_width, model_depth, 2)
-    parts.append(f"{coco.num_values:,} (80 classes, as yolov3.weights; {two.num_values - one:,} per class)")
+    coco = full_layout(model_width, model_depth, 80).num_values
+    per_class = coco - full_layout(model_width, model_depth, 79).num_values
+    parts.append(f"{coco:,} (80 classes, as yolov3.weights; {per_class:,} per class)")
     parts.append(f"{backbone_layout(model_width, model_depth).num_values:,} (the backbone, as darknet53.conv.74)")
     return ", ".join(parts)
 
@@ -144,6 +144,8 @@ def plan_copies(model: nn.Module, weights: DarknetFile) -> Plan:
         else:
             plan.copies.append((name, _layer_tensors(conv, bn), start))
         start += spec.num_values
+    if start != found:  # infer_layout matched the size, so this would be a bug in the layer table
+        raise UserError(f"{where}: the planned layers take {start:,} values; not loaded")
     return plan
 
 
