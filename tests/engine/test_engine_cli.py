@@ -69,6 +69,44 @@ def test_fashion_train_yolo_smoke_writes_the_run_folder(tiny_ccp: Path, tmp_path
     assert config["trainer"]["epochs"] == 2
 
 
+@pytest.mark.slow  # ~20 s on 2 idle cores: a narrow YOLOv3 through Hydra, started from a Darknet file
+def test_fashion_train_starts_from_a_coco_darknet_file(tiny_ccp: Path, tmp_path: Path) -> None:
+    from fixtures.darknet_files import randomise_batch_norm, write_weights
+
+    from fashionvision.families.yolov3.model import YOLOv3
+
+    coco = write_weights(tmp_path / "yolov3.weights", randomise_batch_norm(YOLOv3(80, width=0.0625), seed=0))
+    run = tmp_path / "run"
+    done = _train(tmp_path, "model=yolo", "trainer=smoke", f"dataset.path={tiny_ccp}", "model.width=0.0625",
+                  "model.image_size=64", "anchors=coco", f"model.weights={coco}", "trainer.epochs=1",
+                  f"hydra.run.dir={run}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    log_text = next(run.glob("*.log")).read_text()
+    assert ("loaded 72 of 75 convolutions; skipped head1.out, head2.out, head3.out "
+            "(80 classes in the file, 56 in the model)") in log_text
+
+
+@pytest.mark.slow  # ~20 s on 2 idle cores: a mobilenet_v2 U-Net through Hydra, its encoder from a file
+def test_fashion_train_unet_encoder_from_a_local_file(tiny_ccp: Path, tmp_path: Path) -> None:
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    encoder = smp.Unet("mobilenet_v2", encoder_weights=None, classes=2).encoder
+    torch.save(encoder.state_dict(), tmp_path / "mobilenet_v2_encoder.pth")
+    run = tmp_path / "run"
+    done = _train(tmp_path, "model=unet", "model.encoder=mobilenet_v2", "trainer=smoke", f"dataset.path={tiny_ccp}",
+                  "model.image_size=64", f"model.encoder_weights={tmp_path / 'mobilenet_v2_encoder.pth'}",
+                  "trainer.epochs=1", f"hydra.run.dir={run}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    log_text = next(run.glob("*.log")).read_text()
+    assert "tensors into the encoder; the decoder starts fresh" in log_text
+    (tmp_path / "mobilenet_v2_encoder.pth").unlink()  # the run's checkpoint needs it no more
+    from fashionvision.inference.loading import load_for_inference
+
+    _, model, _ = load_for_inference(run)
+    assert model.net.encoder.features[0][0].weight.shape == encoder.features[0][0].weight.shape
+
+
 def test_errors_are_one_line(tmp_path: Path) -> None:
     done = _train(tmp_path, "model=unet", "dataset=deepfashion", f"hydra.run.dir={tmp_path / 'r1'}")
     assert done.returncode == 2

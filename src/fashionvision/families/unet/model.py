@@ -11,7 +11,8 @@
 * returns class logits ``[B, num_classes, H, W]``.
 
 Config keys (``configs/model/unet.yaml``): ``encoder`` (vanilla | mobilenet_v2 | resnet50, or
-any other segmentation-models-pytorch encoder name), ``encoder_weights`` (null | imagenet),
+any other segmentation-models-pytorch encoder name), ``encoder_weights`` (null | imagenet, or
+a local state dict of the encoder: :mod:`fashionvision.families.unet.encoder_weights`),
 ``width`` and ``batch_norm`` (vanilla only), ``decoder_channels`` (library encoders),
 ``weights`` (a local file to start from, loaded by the engine through
 :meth:`UNet.load_pretrained`).
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fashionvision.errors import UserError
+from fashionvision.families.unet.encoder_weights import is_local_file, load_encoder_weights
 from fashionvision.families.unet.vanilla import VanillaUNet
 
 log = logging.getLogger(__name__)
@@ -105,8 +107,8 @@ def _library_unet(encoder: str, encoder_weights: str | None, num_classes: int,
         raise UserError(
             f"could not get the '{encoder_weights}' weights of encoder '{encoder}' "
             f"({type(exc).__name__}: {first_line}). This machine may have no network access: "
-            "train from scratch with model.encoder_weights=null, or start from a local file "
-            "with model.weights=PATH"
+            "train from scratch with model.encoder_weights=null, or start from local files with "
+            "model.encoder_weights=PATH (the encoder's state dict) or model.weights=PATH"
         ) from None
 
 
@@ -126,6 +128,9 @@ def build_unet(model_cfg: dict, num_classes: int) -> UNet:
                             "set model.encoder_weights=null (or use model.weights=PATH)")
         net: nn.Module = VanillaUNet(num_classes, width=float(model_cfg.get("width", 1.0)),
                                      batch_norm=bool(model_cfg.get("batch_norm", True)))
+    elif encoder_weights is not None and is_local_file(str(encoder_weights)):
+        net = _library_unet(encoder, None, num_classes, model_cfg.get("decoder_channels"))
+        load_encoder_weights(net.encoder, encoder_weights, encoder)
     else:
         net = _library_unet(encoder, encoder_weights, num_classes, model_cfg.get("decoder_channels"))
     # ``model.weights`` is not loaded here: the engine calls :meth:`UNet.load_pretrained` when
