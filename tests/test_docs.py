@@ -35,7 +35,6 @@ LINK_FILES = [README, *DOCS, *BENCHMARKS]
 PENDING_PAGES = {
     "docs/comparison.md",
     "docs/data.md",
-    "docs/published-weights.md",
     "docs/safety.md",
     "docs/study.md",
 }
