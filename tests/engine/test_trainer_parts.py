@@ -1,0 +1,132 @@
+"""The trainer's parts one by one: its state, the time budget, the checkpoint interval, best.pt."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from fashionvision.data.converted import ConvertedDataset
+from fashionvision.engine.budget import TimeBudget
+from fashionvision.engine.config import TrainerConfig, parse_trainer_config
+from fashionvision.engine.hooks import Checkpointing, HookBase
+from fashionvision.engine.state import TrainState
+from fashionvision.engine.trainer import Trainer
+from fashionvision.errors import UserError
+from toy_task import ToyTask, make_toy_dataset
+
+BASE = {"device": "cpu", "epochs": 2, "batch_size": 2, "workers": 0, "amp": "none", "channels_last": False,
+        "cache_images": False, "gpu_augment": False, "deterministic": True, "warmup_epochs": 0.5,
+        "log_images": 0, "log_every_steps": 1}
+
+
+def test_the_state_round_trips_through_a_checkpoint_in_the_checkpoint_format() -> None:
+    """The saved fields are the flat keys every checkpoint has had; restoring them gives them back
+    (counters as integers, a missing one as 0), and process-only fields are not saved."""
+    state = TrainState(epoch=3, batch_in_epoch=2, step=17, batches_seen=19, train_seconds=12.5, skipped_steps=1,
+                       best_metric=0.25, best_epoch=2, epochs_without_gain=1, metrics={"map50": 0.2},
+                       best_per_class=[{"class": "shirt"}], status="running", val_seconds=3.0)
+    saved = state.saved()
+    assert set(saved) == {"epoch", "batch_in_epoch", "step", "batches_seen", "skipped_steps", "bad_in_row",
+                          "epochs_without_gain", "best_epoch", "train_seconds", "best_metric", "metrics",
+                          "best_per_class"}
+    fresh = TrainState()
+    fresh.restore(saved)
+    assert fresh.saved() == saved and fresh.status == "created" and fresh.val_seconds is None
+    older = TrainState()
+    older.restore({"epoch": 1})
+    assert (older.epoch, older.step, older.best_epoch, older.best_metric) == (1, 0, 0, -math.inf)
+
+
+def test_the_budget_keeps_back_the_last_validation_and_checkpoint() -> None:
+    model = torch.nn.Linear(10, 10)  # 110 parameters: a negligible estimated checkpoint
+    trainer = SimpleNamespace(state=TrainState(train_seconds=49.0, val_seconds=5.0, save_seconds=2.0),
+                              model=model, val_set=[0] * 4, results=SimpleNamespace(drawn_at=1.0, plot_seconds=0.5))
+    budget = TimeBudget(max_seconds=60.0, total_steps=100)
+    assert budget.reserve(trainer) == pytest.approx(1.1 * 5.0 + 2.0 * 2.0 + 0.5)
+    assert not budget.time_up(trainer)  # 49 + 10 < 60
+    trainer.state.train_seconds = 50.5
+    assert budget.time_up(trainer)
+    assert budget.progress(trainer) == pytest.approx(50.5 / (60.0 - 10.0))
+    budget.agreed_reserve = 20.0  # several ranks: the largest reserve, as agreed
+    assert budget.progress(trainer) == pytest.approx(50.5 / 40.0)
+    by_steps = TimeBudget(max_seconds=None, total_steps=100)
+    trainer.state.step = 25
+    assert by_steps.reserve(trainer) == 0.0 and not by_steps.time_up(trainer) and by_steps.progress(trainer) == 0.25
+
+
+def test_checkpoint_every_is_a_duration_checked_before_the_run() -> None:
+    assert parse_trainer_config({"checkpoint_every": "10m"}).checkpoint_seconds == 600.0
+    assert parse_trainer_config({"checkpoint_every": 0}).checkpoint_seconds == 0.0
+    assert TrainerConfig().checkpoint_seconds == 0.0  # the library default: every epoch end
+    with pytest.raises(UserError, match="trainer.checkpoint_every='often' is not a duration"):
+        parse_trainer_config({"checkpoint_every": "often"})
+
+
+class _Recorder:
+    """Just what the checkpoint hook reads of a trainer, recording each save."""
+
+    def __init__(self):
+        self.state = TrainState()
+        self.device = torch.device("cpu")
+        self.saves: list[tuple[bool, bool]] = []
+
+    def save(self, best: bool = False, last: bool = True) -> None:
+        self.saves.append((best, last))
+
+
+def test_last_pt_follows_the_wall_clock_and_best_pt_every_gain() -> None:
+    trainer, hook = _Recorder(), Checkpointing(every_seconds=600.0, every_steps=None)
+    hook.before_train(trainer)
+    trainer.state.train_seconds, trainer.state.improved = 100.0, True
+    hook.after_epoch(trainer)
+    assert trainer.saves == [(True, False)]  # best.pt only: last.pt is not due yet
+    trainer.state.improved = False
+    hook.after_epoch(trainer)
+    assert trainer.saves == [(True, False)]
+    trainer.state.train_seconds = 650.0
+    hook.after_step(trainer)  # mid-epoch, once the interval has passed
+    assert trainer.saves[-1] == (False, True)
+    trainer.state.train_seconds = 700.0
+    hook.after_epoch(trainer)
+    assert len(trainer.saves) == 2  # counted from the last write
+    every_epoch = Checkpointing(every_seconds=0.0, every_steps=3)
+    other = _Recorder()
+    for step in range(1, 7):
+        other.state.step = step
+        every_epoch.after_step(other)
+    every_epoch.after_epoch(other)
+    assert other.saves == [(False, True), (False, True), (False, True)]  # steps 3 and 6, the epoch end
+
+
+def test_hooks_default_to_doing_nothing() -> None:
+    hook = HookBase()
+    for point in ("before_train", "after_epoch", "after_step", "after_train"):
+        assert getattr(hook, point)(object()) is None
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory) -> Path:
+    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "data", n_train=8, n_val=2)
+
+
+def _trainer(data: Path, run: Path, **overrides) -> Trainer:
+    config = {"model": {"name": "toy", "width": 4}, "dataset": {"path": str(data)}}
+    return Trainer(ToyTask(config["model"], ConvertedDataset.open(data)), {**BASE, **overrides}, run, config)
+
+
+def test_best_pt_holds_no_optimizer_state_and_is_not_for_resuming(toy_data: Path, tmp_path: Path) -> None:
+    """With an interval longer than the run, last.pt is still written at the end; best.pt keeps the
+    weights without the optimizer's moments, and resuming from it says to use last.pt."""
+    trainer = _trainer(toy_data, tmp_path / "run", checkpoint_every="1h")
+    trainer.fit()
+    folder = tmp_path / "run" / "checkpoints"
+    last = torch.load(folder / "last.pt", weights_only=True)
+    best = torch.load(folder / "best.pt", weights_only=True)
+    assert last["step"] == trainer.step == 8 and last["optimizer"] and best["optimizer"] is None
+    assert best["model"].keys() == last["model"].keys() and best["ema"]
+    with pytest.raises(UserError, match="holds weights only .* resume from checkpoints/last.pt"):
+        _trainer(toy_data, tmp_path / "run", epochs=3, resume=str(folder / "best.pt")).fit()
