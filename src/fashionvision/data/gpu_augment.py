@@ -5,13 +5,62 @@ Same maths as :func:`fashionvision.data.transforms.color_jitter`: a hue shift of
 value and contrast gains ``1 + U(-g, g)``, all folded into one 3x3 matrix plus offset per
 image, so a whole batch costs one batched matrix product on the device. The dataset then
 builds its transform with ``color_on_cpu=False`` so the colour is not jittered twice.
+
+The draws come from :class:`RankGenerator`, a generator of its own on the batch's device per
+rank, not from the global CUDA generator: ``trainer.seed`` seeds that one identically on every
+rank, so under DDP every GPU would jitter its (different) images with the same numbers.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fashionvision.data.transforms import RGB_TO_YIQ, YIQ_TO_RGB
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """A 63-bit seed for ``rank``'s colour stream, derived from ``(seed, rank)``.
+
+    Mixed through NumPy's ``SeedSequence`` rather than ``seed + rank``: sums collide across runs
+    (seed 1 rank 0 = seed 0 rank 1), and rank 0 would replay the global generator's stream.
+    """
+    entropy = [int(seed) & 0xFFFFFFFFFFFFFFFF, int(rank), 0xC0104]  # the last word: this stream's tag
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) >> 1
+
+
+class RankGenerator:
+    """One ``torch.Generator`` per device, seeded from ``(seed, rank)`` (see :func:`rank_seed`).
+
+    Created on the device of the first batch it serves, so drawing costs no transfer and no
+    host synchronisation; the same seed and rank give the same draws on every run.
+    """
+
+    def __init__(self, seed: int, rank: int):
+        self.seed, self.rank = int(seed), int(rank)
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def get(self, device: torch.device | str) -> torch.Generator:
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device not in self._generators:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(rank_seed(self.seed, self.rank))
+            self._generators[device] = generator
+        return self._generators[device]
+
+    def state_dict(self) -> dict:
+        """The seed, the rank and each device's generator state (a CPU uint8 tensor)."""
+        return {"seed": self.seed, "rank": self.rank,
+                "states": {str(d): g.get_state() for d, g in self._generators.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the streams of :meth:`state_dict` (devices not yet used start on demand)."""
+        self.seed, self.rank = int(state["seed"]), int(state["rank"])
+        self._generators = {}
+        for name, value in state.get("states", {}).items():
+            self.get(name).set_state(value)
 
 
 def color_matrices(hue_shift: torch.Tensor, sat_gain: torch.Tensor, val_gain: torch.Tensor,
