@@ -80,12 +80,6 @@ def valid_targets(targets: torch.Tensor) -> torch.Tensor:
     return targets[valid_mask(targets)]
 
 
-#: what a left-out target row is replaced with before any arithmetic: finite, of positive size
-#: and in image 0, so that masked-out candidates compute finite values (a NaN there would reach
-#: the gradients through ``0 * NaN``) and index inside the predictions
-_SAFE_ROW = (0.0, 0.0, 0.0, 0.0, 1.0, 1.0)
-
-
 def candidate_targets(targets: torch.Tensor, anchors: torch.Tensor, strides: Sequence[int],
                       shapes: Sequence[tuple[int, int]], multi_anchor_iou: float | None = None,
                       neighbor_cells: bool = False,
@@ -97,7 +91,9 @@ def candidate_targets(targets: torch.Tensor, anchors: torch.Tensor, strides: Seq
     candidates are positives. The positives come in the same order as :func:`assign_targets`
     lists them (target, then anchor; own cells before neighbours), so writes that land on the
     same prediction resolve alike. Rows that ``valid`` (default :func:`valid_mask`) leaves out
-    are never positive.
+    are never positive; they are replaced by a finite 1x1 box in image 0 before any arithmetic,
+    so that masked-out candidates index inside the predictions and compute finite values (a NaN
+    there would reach the gradients through ``0 * NaN``).
 
     Returns per scale ``b, a, gy, gx, box, cls`` (``[M * A * (3 if neighbor_cells else 1)]``,
     indices always inside the scale's predictions) and the boolean ``mask``.
@@ -106,7 +102,9 @@ def candidate_targets(targets: torch.Tensor, anchors: torch.Tensor, strides: Seq
     num_scales, num_anchors = anchors.shape[:2]
     if valid is None:
         valid = valid_mask(targets)
-    safe = torch.where(valid[:, None], targets, targets.new_tensor(_SAFE_ROW))
+    safe_row = torch.zeros(6, dtype=targets.dtype, device=targets.device)  # no host-to-device copy
+    safe_row[4:] = 1.0
+    safe = torch.where(valid[:, None], targets, safe_row)
     wh = (safe[:, 4:6] - safe[:, 2:4]).clamp(min=1e-3)
     ious = shape_iou(wh, anchors.reshape(-1, 2))  # [M, S*A]
     positive = ious == ious.max(1, keepdim=True).values
@@ -114,8 +112,8 @@ def candidate_targets(targets: torch.Tensor, anchors: torch.Tensor, strides: Seq
         positive |= ious > multi_anchor_iou
     positive = (positive & valid[:, None]).view(m, num_scales, num_anchors)
     centre = (safe[:, 2:4] + safe[:, 4:6]) / 2
-    t_all = torch.arange(m, device=targets.device).repeat_interleave(num_anchors)  # (target, anchor) order
-    a_all = torch.arange(num_anchors, device=targets.device).repeat(m)
+    pairs = torch.arange(m * num_anchors, device=targets.device)  # (target, anchor) in row-major order
+    t_all, a_all = pairs // num_anchors, pairs % num_anchors
     result = []
     for s, (stride, (h, w)) in enumerate(zip(strides, shapes)):
         mask = positive[:, s].reshape(-1)
