@@ -215,3 +215,26 @@ def test_the_collate_bound_sizes_the_ignore_rule_like_the_exact_count() -> None:
     loose = crit(outputs, targets, ANCHORS, STRIDES, max_targets=40)
     for key in exact:
         torch.testing.assert_close(loose[key], exact[key], rtol=1e-6, atol=1e-7)
+
+
+def test_the_collate_counts_max_targets_and_the_task_hands_it_to_the_loss(hand_converted_ccp, monkeypatch) -> None:
+    """The bound comes from the host (the collate), so the training step never asks the GPU."""
+    from fashionvision.data.converted import ConvertedDataset
+    from fashionvision.families.yolov3.task import YOLOv3Task
+
+    task = YOLOv3Task({"name": "yolo", "width": 0.0625, "depth": 0.34, "image_size": 64, "rect_eval": False},
+                      ConvertedDataset.open(hand_converted_ccp), None, {"name": "coco"})
+    items = [task.build_dataset("train", train=False)[i] for i in range(3)]
+    batch = task.collate(items)
+    assert batch["max_targets"] == max(len(it["labels"]) for it in items) > 0
+    assert isinstance(batch["max_targets"], int)
+    seen: dict = {}
+    forward = task.criterion.forward
+    monkeypatch.setattr(task.criterion, "forward", lambda *a, **k: seen.update(k) or forward(*a, **k))
+    torch.manual_seed(0)
+    model = task.build_model()
+    losses = task.compute_losses(model, batch)
+    assert seen["max_targets"] == batch["max_targets"]
+    counted = forward(model(batch["images"].float() / 255.0), batch["targets"], model.anchors, model.strides)
+    for key in counted:
+        torch.testing.assert_close(losses[key], counted[key], rtol=1e-6, atol=1e-7)
