@@ -161,6 +161,14 @@ def test_colour_generators_live_on_the_gpu_and_differ_by_rank() -> None:
     rank0, rank1 = jitter(0), jitter(1)
     assert not torch.equal(rank0, rank1) and torch.equal(rank0, jitter(0))
     assert torch.equal(torch.cuda.get_rng_state(), before)  # the global CUDA stream is untouched
+    # once the colour constants are on the device, a jittered batch never waits for it
+    generator = RankGenerator(0, 2).get(images.device)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        gpu_color_jitter(images, 0.02, 0.6, 0.4, 0.3, generator=generator, max_value=255.0)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 # ----------------------------------------------------------------------------- two GPUs

@@ -13,6 +13,8 @@ rank, so under DDP every GPU would jitter its (different) images with the same n
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -63,13 +65,21 @@ class RankGenerator:
             self.get(name).set_state(value)
 
 
+@functools.lru_cache(maxsize=8)
+def _constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RGB->YIQ, YIQ->RGB and the luma row on ``device``, copied there once: a fresh copy of
+    host data to a GPU every batch would make the host wait for the device each time."""
+    return (torch.as_tensor(RGB_TO_YIQ, dtype=torch.float32, device=device),
+            torch.as_tensor(YIQ_TO_RGB, dtype=torch.float32, device=device),
+            torch.as_tensor(RGB_TO_YIQ[0], dtype=torch.float32, device=device))
+
+
 def color_matrices(hue_shift: torch.Tensor, sat_gain: torch.Tensor, val_gain: torch.Tensor,
                    contrast_gain: torch.Tensor) -> torch.Tensor:
     """``[B, 3, 3]`` linear parts of :func:`fashionvision.data.transforms.color_matrix`."""
     b = hue_shift.shape[0]
     dtype, device = torch.float32, hue_shift.device
-    to_yiq = torch.as_tensor(RGB_TO_YIQ, dtype=dtype, device=device)
-    to_rgb = torch.as_tensor(YIQ_TO_RGB, dtype=dtype, device=device)
+    to_yiq, to_rgb, _ = _constants(device)
     angle = -2 * torch.pi * hue_shift.float()  # same sign as transforms.color_matrix
     c, s = torch.cos(angle) * sat_gain, torch.sin(angle) * sat_gain
     chroma = torch.zeros(b, 3, 3, dtype=dtype, device=device)
@@ -99,10 +109,10 @@ def gpu_color_jitter(images: torch.Tensor, hsv_h: float, hsv_s: float, hsv_v: fl
     b = images.shape[0]
     draw_device = generator.device if generator is not None else images.device
     u = torch.rand(b, 4, generator=generator, device=draw_device).to(images.device) * 2 - 1
-    dh, gs, gv, gc = (u * torch.tensor([hsv_h, hsv_s, hsv_v, contrast], device=images.device)).unbind(1)
+    dh, gs, gv, gc = (u[:, i] * float(r) for i, r in enumerate((hsv_h, hsv_s, hsv_v, contrast)))
     x = images.float()
     matrices = color_matrices(dh, 1 + gs, 1 + gv, 1 + gc)
-    luma = torch.as_tensor(RGB_TO_YIQ[0], dtype=torch.float32, device=images.device)
+    luma = _constants(images.device)[2]
     mean_luma = torch.einsum("c,bc->b", luma, x.mean(dim=(2, 3)))
     offset = ((-gc) * (1 + gv) * mean_luma).view(b, 1, 1, 1)  # (1 - contrast_gain) * value_gain * mean
     out = torch.einsum("bij,bjhw->bihw", matrices, x) + offset
