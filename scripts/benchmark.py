@@ -9,6 +9,9 @@ writes to ``benchmarks/<device>_<time>.json``:
   forward FLOPs counted by ``torch.utils.flop_counter`` and a step counted as 3x forward;
 * **end to end**: img/s of the real training loop (the engine's ``Trainer``: loader, decoding
   cache, augmentation, EMA) on a converted CCP folder, and its ratio to the bare step;
+* **whole loop**: img/s of ``Trainer.fit()`` as a user runs it, validation after every epoch and
+  checkpoint writes included (setup excluded), its ratio to the bare step, and the seconds that
+  went to validating and checkpointing;
 * **inference**: forward img/s (and TFLOP/s) at batch 1 and batch 32.
 
     python scripts/benchmark.py                      # on the GPU, real sizes
@@ -185,7 +188,78 @@ def bench_model(name: str, args, device: torch.device, data: Path, peak: float |
         trainer.logger.close()
     result["e2e_img_s"] = max(speeds[1:] or speeds)
     result["e2e_vs_bare"] = result["e2e_img_s"] / result["train_img_s"]
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    result.update(whole_loop(task, cfg, {**trainer_cfg, "epochs": args.loop_epochs, "val_every": 1}, device))
+    result["loop_vs_bare"] = result["loop_img_s"] / result["train_img_s"]
     return result
+
+
+def _timed_method(obj, name: str, totals: dict) -> None:
+    """Wrap ``obj.name`` (if it exists) so that its calls and seconds add up in ``totals[name]``."""
+    method = getattr(obj, name, None)
+    if method is None:
+        return
+    totals[name] = [0, 0.0]
+
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            totals[name][0] += 1
+            totals[name][1] += time.perf_counter() - started
+
+    setattr(obj, name, wrapper)
+
+
+def whole_loop(task, cfg: dict, trainer_cfg: dict, device: torch.device) -> dict:
+    """img/s of ``Trainer.fit()`` (validation every epoch, checkpoints), setup excluded.
+
+    Only the trainer's public methods are timed (``setup``, ``validate``, ``save``), by wrapping
+    them on the instance; a method the trainer does not call (or no longer has) is reported as
+    None. Columns of ``results.csv`` named ``*seconds`` are summed over the epochs as well.
+    """
+    import csv
+
+    from fashionvision.engine.trainer import Trainer
+
+    totals: dict[str, list] = {}
+    with tempfile.TemporaryDirectory() as run:
+        trainer = Trainer(task, trainer_cfg, Path(run), cfg)
+        for name in ("setup", "validate", "save"):
+            _timed_method(trainer, name, totals)
+        sync(device)
+        started = time.perf_counter()
+        trainer.fit()
+        sync(device)
+        fit_seconds = time.perf_counter() - started
+        summary = json.loads((Path(run) / "metrics.json").read_text())
+        columns: dict[str, float] = {}
+        results = Path(run) / "results.csv"
+        if results.is_file():
+            with open(results, newline="", encoding="utf-8") as handle:
+                for row in csv.DictReader(handle):
+                    for key, value in row.items():
+                        if key and key.endswith("seconds") and value not in (None, ""):
+                            columns[key] = columns.get(key, 0.0) + float(value)
+    setup_seconds = totals.get("setup", [0, 0.0])[1]
+    loop_seconds = max(fit_seconds - setup_seconds, 1e-9)
+    images = int(summary["steps"]) * int(trainer_cfg["batch_size"]) * int(trainer_cfg.get("accumulate", 1))
+
+    def seconds(name: str) -> float | None:
+        calls, spent = totals.get(name, (0, 0.0))
+        return round(spent, 3) if calls else None
+
+    # what is neither an epoch (results.csv "seconds": training + validation) nor a checkpoint:
+    # the results.png drawing, TensorBoard flushes, the final metrics (None without the column)
+    other = (loop_seconds - columns["seconds"] - (seconds("save") or 0.0)) if "seconds" in columns else None
+    return {"loop_epochs": int(summary["epochs"]), "loop_steps": int(summary["steps"]),
+            "loop_other_seconds": None if other is None else round(other, 3),
+            "loop_img_s": images / loop_seconds, "loop_seconds": round(loop_seconds, 3),
+            "loop_setup_seconds": round(setup_seconds, 3), "loop_validate_seconds": seconds("validate"),
+            "loop_checkpoint_seconds": seconds("save"),
+            "loop_results_csv_seconds": {k: round(v, 3) for k, v in columns.items()}}
 
 
 def main() -> int:
@@ -202,6 +276,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--e2e-epochs", type=int, default=3)
     parser.add_argument("--e2e-images", type=int, default=None, help="limit the training split")
+    parser.add_argument("--loop-epochs", type=int, default=3,
+                        help="epochs of the whole loop (Trainer.fit: validation and checkpoints included)")
     parser.add_argument("--data", help="converted CCP folder for the end-to-end loop")
     parser.add_argument("--source", help="CCP source to convert when no converted folder exists")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's bf16 peak (overrides the table)")
@@ -210,7 +286,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.batch, args.infer_batch, args.image_size, args.steps, args.warmup = 2, 2, 64, 2, 1
-        args.e2e_epochs, args.e2e_images, args.workers = 2, 4, 0
+        args.e2e_epochs, args.e2e_images, args.workers, args.loop_epochs = 2, 4, 0, 2
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda but no CUDA GPU is visible")
@@ -230,7 +306,9 @@ def main() -> int:
         share = f"{result['train_peak_share']:.0%}" if result["train_peak_share"] is not None else "n/a"
         print(f"{name:5s} fwd {result['fwd_gflop_per_img']:.1f} GFLOP/img | train {result['train_img_s']:.0f} img/s, "
               f"{result['train_tflops']:.1f} TFLOP/s ({share} of peak) | end-to-end {result['e2e_img_s']:.0f} img/s "
-              f"({result['e2e_vs_bare']:.0%} of bare) | infer b1 {result['infer_b1_img_s']:.0f}, "
+              f"({result['e2e_vs_bare']:.0%} of bare) | whole loop {result['loop_img_s']:.0f} img/s "
+              f"({result['loop_vs_bare']:.0%} of bare; validation {result['loop_validate_seconds']} s, "
+              f"checkpoints {result['loop_checkpoint_seconds']} s, other {result['loop_other_seconds']} s) | infer b1 {result['infer_b1_img_s']:.0f}, "
               f"b{args.infer_batch} {result[f'infer_b{args.infer_batch}_img_s']:.0f} img/s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

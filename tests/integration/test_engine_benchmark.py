@@ -24,3 +24,7 @@ def test_benchmark_quick_on_cpu(shared_data: Path, tmp_path: Path) -> None:
     for m in report["models"]:
         assert m["fwd_gflop_per_img"] > 0 and m["train_img_s"] > 0 and m["e2e_img_s"] > 0
         assert m["infer_b1_img_s"] > 0 and m["train_peak_share"] == pytest.approx(m["train_tflops"])
+        # the whole loop (Trainer.fit): validation after each of its 2 epochs and checkpoints included
+        assert m["loop_epochs"] == 2 and m["loop_steps"] > 0 and m["loop_img_s"] > 0
+        assert m["loop_vs_bare"] == pytest.approx(m["loop_img_s"] / m["train_img_s"])
+        assert m["loop_validate_seconds"] > 0 and m["loop_checkpoint_seconds"] > 0

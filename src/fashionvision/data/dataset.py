@@ -246,15 +246,22 @@ def _pad_stack(tensors: list[torch.Tensor], value: int) -> torch.Tensor:
 
 
 def detection_collate(items: list[dict]) -> dict:
-    """``{"images": uint8 [B,3,H,W], "targets": float32 [M,6] (batch_index, cls, x1, y1, x2, y2), "metas"}``."""
+    """``{"images": uint8 [B,3,H,W], "targets": float32 [M,6] (batch_index, cls, x1, y1, x2, y2),
+    "max_targets": int, "metas"}``.
+
+    ``max_targets`` (the most boxes of any one image, a host int) lets a loss size its padded
+    per-image tensors without reading the count back from the GPU.
+    """
     items = [it for it in items if it is not None]  # unreadable evaluation images
     if not items:
-        return {"images": torch.zeros(0, 3, 1, 1, dtype=torch.uint8), "targets": torch.zeros(0, 6), "metas": []}
+        return {"images": torch.zeros(0, 3, 1, 1, dtype=torch.uint8), "targets": torch.zeros(0, 6),
+                "max_targets": 0, "metas": []}
     targets = [torch.cat([torch.full((len(it["labels"]), 1), float(k)),
                           it["labels"].float().unsqueeze(1), it["boxes"].float()], dim=1)
                for k, it in enumerate(items)]
     return {"images": pad_collate_images([it["image"] for it in items]),
             "targets": torch.cat(targets) if targets else torch.zeros(0, 6),
+            "max_targets": max(len(it["labels"]) for it in items),
             "metas": [it["meta"] for it in items]}
 
 

@@ -37,6 +37,8 @@ from torch.utils.data import Dataset
 from fashionvision.config import DEFAULT_IMAGE_SIZE, parse_section
 from fashionvision.data.augment_config import AugmentConfig
 from fashionvision.data.converted import ConvertedDataset
+from fashionvision.data.gpu_augment import RankGenerator
+from fashionvision.engine.distributed import env_info
 from fashionvision.errors import UserError
 
 
@@ -81,6 +83,9 @@ class Task(ABC):
         self.anchors_cfg = dict(anchors_cfg or {})
         #: set by the engine when colour jitter runs on the GPU (gpu_augment) instead of in the loader
         self.gpu_color = False
+        #: this process's rank for the GPU colour stream; None: torchrun's ``RANK`` (0 without it)
+        self.rank: int | None = None
+        self._color_rng = None  # RankGenerator, made on the first GPU-jittered batch
         #: seeds the per-item augmentation; the engine sets it from ``trainer.seed``
         self.seed = int(self.model_cfg.get("seed", 0))
 
@@ -199,8 +204,24 @@ class Task(ABC):
 
         a = self.augment
         batch["images"] = gpu_color_jitter(batch["images"], a.hsv_h, a.hsv_s, a.hsv_v, a.contrast,
+                                           generator=self.color_generator(batch["images"].device),
                                            max_value=255.0)
         return batch
+
+    @property
+    def color_rng(self) -> RankGenerator:
+        """The :class:`~fashionvision.data.gpu_augment.RankGenerator` of the GPU colour jitter,
+        seeded from ``(self.seed, rank)`` so that every rank draws its own jitter; remade when
+        the seed or the rank changes. Its ``state_dict()`` continues the stream after a resume."""
+        rank = env_info().rank if self.rank is None else int(self.rank)
+        rng = self._color_rng
+        if rng is None or (rng.seed, rng.rank) != (int(self.seed), rank):
+            rng = self._color_rng = RankGenerator(self.seed, rank)
+        return rng
+
+    def color_generator(self, device: torch.device) -> torch.Generator:
+        """This rank's generator for colour draws on ``device`` (see :attr:`color_rng`)."""
+        return self.color_rng.get(device)
 
     def draw(self, image: "Any", prediction: dict) -> "Any":
         """An RGB uint8 picture of ``prediction`` over ``image`` (for TensorBoard and apps)."""

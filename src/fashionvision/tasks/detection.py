@@ -68,8 +68,13 @@ class DetectionTask(Task):
 
     # --- the family's head ------------------------------------------------------------------
     @abstractmethod
-    def loss(self, outputs: Any, targets: Any, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Named scalar losses of the network's ``outputs`` against a batch's ``targets``."""
+    def loss(self, outputs: Any, targets: Any, model: nn.Module,
+             max_targets: int | None = None) -> dict[str, torch.Tensor]:
+        """Named scalar losses of the network's ``outputs`` against a batch's ``targets``.
+
+        ``max_targets``: the most boxes of any one image (the collate's host-side count, so a
+        loss can size padded tensors without a device-to-host sync); None: count them.
+        """
 
     @abstractmethod
     def decode(self, outputs: Any, model: nn.Module, conf: float, iou: float,
@@ -107,7 +112,7 @@ class DetectionTask(Task):
 
     def compute_losses(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         outputs = model(self._input(model, batch["images"]))
-        return self.loss(outputs, batch["targets"], model)
+        return self.loss(outputs, batch["targets"], model, max_targets=batch.get("max_targets"))
 
     @torch.no_grad()
     def _raw_predict(self, model: nn.Module, images: torch.Tensor, conf: float, iou: float,

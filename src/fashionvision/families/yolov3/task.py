@@ -103,9 +103,10 @@ class YOLOv3Task(DetectionTask):
                 neighbor_cells=c.neighbor_cells, reduction=c.loss_reduction)
         return self._criterion
 
-    def loss(self, outputs: Any, targets: Any, model: nn.Module) -> dict[str, torch.Tensor]:
+    def loss(self, outputs: Any, targets: Any, model: nn.Module,
+             max_targets: int | None = None) -> dict[str, torch.Tensor]:
         bare = unwrap(model)
-        return self.criterion(outputs, targets, bare.anchors, bare.strides)
+        return self.criterion(outputs, targets, bare.anchors, bare.strides, max_targets=max_targets)
 
     def decode(self, outputs: Any, model: nn.Module, conf: float, iou: float,
                max_det: int) -> list[dict]:
