@@ -232,9 +232,12 @@ def test_budget_running_out_during_the_epoch_end_checkpoint_still_validates(toy_
 def test_ema_ramp_reaches_the_trainer(toy_data: Path, tmp_path: Path) -> None:
     """trainer.ema_ramp sets how fast the EMA decay ramps up (a short run needs a short ramp)."""
     short = _run(toy_data, tmp_path / "short", epochs=1, ema_decay=0.99, ema_ramp=1.0)
-    default = _run(toy_data, tmp_path / "default", epochs=1, ema_decay=0.99)
-    assert short.ema.ramp == 1.0 and default.ema.ramp == 2000.0
-    assert short.ema.current_decay() > 0.9 > default.ema.current_decay()
+    fixed = _run(toy_data, tmp_path / "fixed", epochs=1, ema_decay=0.99, ema_scale_ramp=False)
+    assert short.ema.ramp == 1.0 and fixed.ema.ramp == 2000.0
+    assert short.ema.current_decay() > 0.9 > fixed.ema.current_decay()
+    scaled = _run(toy_data, tmp_path / "default", epochs=10, ema_decay=0.99)  # 40 steps: a ramp of 4
+    assert scaled.ema.max_ramp == 2000.0 and scaled.ema.ramp == 4.0
+    assert scaled.ema.current_decay() > 0.9
     with pytest.raises(UserError, match="trainer.ema_ramp"):
         _run(toy_data, tmp_path / "bad", epochs=1, ema_ramp=-1.0)
 

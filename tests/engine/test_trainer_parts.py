@@ -130,3 +130,26 @@ def test_best_pt_holds_no_optimizer_state_and_is_not_for_resuming(toy_data: Path
     assert best["model"].keys() == last["model"].keys() and best["ema"]
     with pytest.raises(UserError, match="holds weights only .* resume from checkpoints/last.pt"):
         _trainer(toy_data, tmp_path / "run", epochs=3, resume=str(folder / "best.pt")).fit()
+
+
+def test_a_time_budget_plans_the_ema_ramp_from_the_measured_step_rate() -> None:
+    """100 steps in 10 s with 90 s left (a 5 s reserve kept back): about 1,000 steps in all, so the
+    2,000-step ramp becomes 100; with ema_scale_ramp=false it stays."""
+    from fashionvision.engine.ema import ModelEMA
+    from fashionvision.engine.hooks import EmaRampPlan
+
+    budget = TimeBudget(max_seconds=105.0, total_steps=10)
+    budget.done_seconds = 10.0
+    budget.reserve = lambda trainer: 5.0
+    model = torch.nn.Linear(2, 2)
+    trainer = SimpleNamespace(state=TrainState(step=0, train_seconds=10.0), budget=budget,
+                              ema=ModelEMA(model, 0.999, 2000.0), cfg=TrainerConfig())
+    hook = EmaRampPlan()
+    hook.before_train(trainer)
+    trainer.state.step = 100
+    hook.after_epoch(trainer)
+    assert trainer.ema.ramp == pytest.approx(100.0)
+    trainer.ema.plan(None)
+    trainer.cfg = TrainerConfig(ema_scale_ramp=False)
+    hook.after_epoch(trainer)
+    assert trainer.ema.ramp == 2000.0

@@ -43,6 +43,7 @@ class TrainerConfig:
     ema: bool = True
     ema_decay: float = 0.9998
     ema_ramp: float = 2000.0  # updates over which the EMA decay ramps up (1 - exp(-updates / ramp))
+    ema_scale_ramp: bool = True  # the ramp at most a tenth of the run's planned steps (engine/ema.py)
     amp: str = "bf16"
     channels_last: bool = True
     compile: bool = False

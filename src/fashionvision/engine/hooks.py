@@ -101,6 +101,27 @@ class Validation(HookBase):
         return metrics
 
 
+class EmaRampPlan(HookBase):
+    """Scale the EMA's ramp to the steps a time budget allows, re-estimated after every epoch.
+
+    A run of known length has its ramp scaled when the EMA is made; under ``trainer.max_time``
+    the length is the steps so far plus this process's step rate times the seconds left.
+    """
+
+    def before_train(self, trainer: Any) -> None:
+        self.steps_at_start = trainer.state.step
+
+    def after_epoch(self, trainer: Any) -> None:
+        budget, state = trainer.budget, trainer.state
+        if trainer.ema is None or budget.max_seconds is None or not trainer.cfg.ema_scale_ramp:
+            return
+        if budget.done_seconds <= 0 or state.step <= self.steps_at_start:
+            return
+        rate = (state.step - self.steps_at_start) / budget.done_seconds
+        left = max(budget.max_seconds - budget.reserve(trainer) - state.train_seconds, 0.0)
+        trainer.ema.plan(state.step + rate * left)
+
+
 class RunReport(HookBase):
     """What the user reads: the header, one line and one ``results.csv`` row per epoch, and
     ``metrics.json`` at the end (rank 0 only; see :mod:`fashionvision.engine.report`)."""

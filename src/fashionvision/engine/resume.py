@@ -45,6 +45,8 @@ def checkpoint_state(trainer: Any, optimizer: bool = True) -> dict:
         **trainer.state.saved(),
         "world_size": trainer.dist.world_size,
         "rng": rng_state(),
+        # the GPU colour jitter's stream (rank 0's: an exact resume is a one-process one)
+        "color_rng": trainer.task.color_rng.state_dict() if getattr(trainer.task, "gpu_color", False) else None,
         "config": trainer.config,
         "trainer": to_dict(trainer.cfg),
         "task": trainer.task.describe(),
@@ -72,6 +74,9 @@ def restore(trainer: Any, path: Path) -> dict:
     trainer.schedule.load_state_dict(saved["scheduler"])
     if saved.get("scaler"):
         trainer.scaler.load_state_dict(saved["scaler"])
+    color = saved.get("color_rng")
+    if color and getattr(trainer.task, "gpu_color", False) and int(color["rank"]) == trainer.dist.rank:
+        trainer.task.color_rng.load_state_dict(color)
     state = trainer.state
     state.restore(saved)
     if state.batch_in_epoch and int(saved.get("world_size", 1)) != trainer.dist.world_size:

@@ -106,6 +106,7 @@ def build_training_data(task: Task, cfg: TrainerConfig, dist: du.DistInfo, cuda:
     limit = cfg.limit_images
     task.gpu_color = bool(cfg.gpu_augment and cuda)
     task.seed = cfg.seed  # the per-item augmentation streams follow trainer.seed
+    task.rank = dist.rank  # the GPU colour jitter draws from this rank's own generator
     if not dist.is_main:
         du.barrier()  # rank 0 builds the decoded-image cache files first; the others reuse them
     train_set = EpochAware(repeated(task, task.build_dataset("train", train=True, limit=limit,

@@ -86,6 +86,7 @@ class Trainer:
         self.validation = run_hooks.Validation()
         self.hooks: list[run_hooks.HookBase] = [
             self.validation,
+            run_hooks.EmaRampPlan(),
             run_hooks.Checkpointing(self.cfg.checkpoint_seconds, self.cfg.checkpoint_every_steps),
             run_hooks.RunReport(),
             run_hooks.EarlyStopping(self.cfg.early_stop_patience),
@@ -111,7 +112,9 @@ class Trainer:
         self.schedule = WarmupCosine(self.optimizer, cfg.warmup_epochs * self.steps_per_epoch, cfg.min_lr_ratio,
                                      cfg.lr_schedule)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
-        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_ramp) if cfg.ema else None
+        # the ramp scaled to a known run length; a time budget's is planned after each epoch (hooks.EmaRampPlan)
+        planned = self.total_steps if cfg.ema_scale_ramp and cfg.max_seconds is None else None
+        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_ramp, planned_steps=planned) if cfg.ema else None
         resume_state = resume.restore(self, resume_path) if resume_path is not None else None
         self.train_model, self._ddp = run_setup.wrap_for_training(self.model, cfg, self.dist, self.device)
         self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main)
