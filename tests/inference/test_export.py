@@ -43,6 +43,16 @@ def test_onnx_raw_outputs_match_pytorch(exported, kind):
         assert np.asarray(meta["buffers"]["anchors"]["data"]).shape == (3, 3, 2)
 
 
+def above_the_cut(prediction: dict, max_det: int = 300) -> dict:
+    """The detections that rank above the ``max_det`` cut: when the list is full, the boxes tied
+    with its last score (to float noise) may be kept on one path and dropped on the other."""
+    scores = prediction["scores"]
+    if len(scores) < max_det:
+        return prediction
+    keep = scores > scores.min() + 1e-4
+    return {k: v[keep] for k, v in prediction.items() if k in ("boxes", "scores", "labels")}
+
+
 def match_detections(a: dict, b: dict) -> np.ndarray:
     """The index into ``b`` of each detection of ``a``: the one-to-one matching with the least
     total difference (box coordinates plus a large penalty for another label or score), so that
@@ -68,6 +78,8 @@ def test_predict_from_onnx_equals_pytorch(exported, kind, shared_data):
     image = np.ascontiguousarray(image[::4, ::4])  # 256x171: the probability maps stay small
     a, b = predictor(image, conf=0.001, iou=0.6), onnx_predictor(image, conf=0.001, iou=0.6)
     if kind == "detector":
+        assert len(a["boxes"]) == len(b["boxes"]) > 0
+        a, b = above_the_cut(a), above_the_cut(b)
         assert len(a["boxes"]) == len(b["boxes"]) > 0
         order = match_detections(a, b)  # tied scores may come out in another order on each path
         np.testing.assert_allclose(b["boxes"][order], a["boxes"], atol=1e-2)
