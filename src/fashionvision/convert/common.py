@@ -66,6 +66,18 @@ class ConversionSummary:
         return "\n".join(lines)
 
 
+def fail_on_skips(name: str, skipped: Sequence[Skip], shown: int = 50) -> None:
+    """Raise one :class:`UserError` listing every bad record (up to ``shown``) when there are any.
+
+    Used by the converters' ``strict`` mode: the source is never touched and nothing is written.
+    """
+    if not skipped:
+        return
+    listed = "; ".join(str(s) for s in skipped[:shown])
+    more = f"; ... and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    raise UserError(f"{name}: {len(skipped)} bad record(s), nothing written ({name}.strict=false skips and lists them): {listed}{more}")
+
+
 def check_split(split: Sequence[float]) -> tuple[float, float, float]:
     """Validate train/val/test fractions (three non-negative numbers summing to 1)."""
     values = tuple(float(v) for v in split)

@@ -51,6 +51,64 @@ def segmentation_rle(segmentation: list | dict, height: int, width: int) -> dict
     raise ValueError(f"segmentation is neither a polygon list nor an RLE ({type(segmentation).__name__})")
 
 
+def rle_string_counts(counts: str | bytes) -> list[int]:
+    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``, in Python)."""
+    text = counts.decode("ascii") if isinstance(counts, bytes) else counts
+    runs: list[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(text):
+                raise ValueError("RLE counts string ends in the middle of a number")
+            char = ord(text[position]) - 48
+            if not 0 <= char < 64:
+                raise ValueError(f"RLE counts string has the character {text[position]!r}")
+            value |= (char & 0x1F) << (5 * shift)
+            more = bool(char & 0x20)
+            position += 1
+            shift += 1
+            if not more and char & 0x10:
+                value |= -1 << (5 * shift)
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
+def check_segmentation(segmentation: list | dict, height: int, width: int) -> None:
+    """Raise ``ValueError`` saying why a segmentation cannot be painted on an HxW image.
+
+    pycocotools trusts its input: RLE counts that do not add up to the image make it read or
+    write past the mask, so they are checked here, before anything is decoded.
+    """
+    if isinstance(segmentation, list):
+        for polygon in segmentation:
+            if not isinstance(polygon, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                        for v in polygon):
+                raise ValueError("a polygon is not a list of numbers")
+        polygons = _polygons(segmentation)
+        if not all(math.isfinite(v) for p in polygons for v in p):
+            raise ValueError("a polygon has a non-finite coordinate")
+        return
+    if not isinstance(segmentation, dict) or "counts" not in segmentation or "size" not in segmentation:
+        raise ValueError(f"segmentation is neither a polygon list nor an RLE ({type(segmentation).__name__})")
+    size = segmentation["size"]
+    if not isinstance(size, list) or len(size) != 2 or [int(v) for v in size] != [height, width]:
+        raise ValueError(f"RLE size {size} differs from the image size [{height}, {width}]")
+    counts = segmentation["counts"]
+    if isinstance(counts, (str, bytes)):
+        runs = rle_string_counts(counts)
+    elif isinstance(counts, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in counts):
+        runs = counts
+    else:
+        raise ValueError("RLE counts are neither a string nor a list of integers")
+    if any(v < 0 for v in runs):
+        raise ValueError("RLE counts hold a negative run")
+    if sum(runs) != height * width:
+        raise ValueError(f"RLE counts sum to {sum(runs)}, not to the image's {height}x{width} = {height * width} pixels")
+
+
 def segmentation_bbox(segmentation: list | dict, height: int, width: int) -> list[float]:
     """COCO ``[x, y, w, h]`` of the pixels a segmentation covers (as pycocotools rasterises it)."""
     return [float(v) for v in coco_mask.toBbox(segmentation_rle(segmentation, height, width))]
