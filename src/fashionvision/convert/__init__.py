@@ -1,7 +1,8 @@
 """Dataset converters: each turns one source layout into the project's converted folder.
 
 ``CONVERTERS`` maps a source name to its ``convert(source, output, *, seed, split, workers,
-progress_bar, limit, **source_options) -> ConversionSummary`` function. The registry is a plain
+progress_bar, limit, **source_options) -> ConversionSummary`` function. The way out
+(``fashion-convert export``) is :func:`fashionvision.convert.export.export`. The registry is a plain
 dict so that an unknown name can be reported with the valid ones (see :func:`get_converter`).
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from fashionvision.convert import ccp, deepfashion, fashionpedia
+from fashionvision.convert import ccp, coco, deepfashion, fashionpedia, mask_folder, yolo
 from fashionvision.convert.common import ConversionSummary
 from fashionvision.errors import UserError
 
@@ -17,6 +18,9 @@ CONVERTERS: dict[str, Callable[..., ConversionSummary]] = {
     "ccp": ccp.convert,
     "deepfashion": deepfashion.convert,
     "fashionpedia": fashionpedia.convert,
+    "coco": coco.convert,
+    "yolo": yolo.convert,
+    "masks": mask_folder.convert,
 }
 
 

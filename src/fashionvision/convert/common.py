@@ -124,8 +124,12 @@ def _is_within(child: Path, parent: Path) -> bool:
         return False
 
 
-def check_paths(source: Path, output: Path) -> None:
-    """Refuse outputs that would write into (or replace) the source, or clobber unrelated files."""
+def check_paths(source: Path, output: Path, marker: str = METADATA) -> None:
+    """Refuse outputs that would write into (or replace) the source, or clobber unrelated files.
+
+    An existing non-empty output is replaced only when it holds ``marker`` (what this kind of
+    command writes last), so a folder of the user's own is never taken for an earlier run.
+    """
     src, out = source.resolve(), output.resolve()
     if _is_within(out, src):
         raise UserError(f"output '{output}' lies inside the source folder '{source}'; converters never write into the source")
@@ -134,15 +138,16 @@ def check_paths(source: Path, output: Path) -> None:
     if out.exists():
         if not out.is_dir():
             raise UserError(f"output '{output}' exists and is not a folder")
-        if any(out.iterdir()) and not (out / METADATA).is_file():
+        if any(out.iterdir()) and not (out / marker).is_file():
             raise UserError(
-                f"output '{output}' exists, is not empty and is not a converted dataset; "
+                f"output '{output}' exists, is not empty and is not a {'converted dataset' if marker == METADATA else 'previous export'}; "
                 "refusing to replace it (choose an empty or new folder)"
             )
 
 
 @contextmanager
-def staged_output(source: str | os.PathLike, output: str | os.PathLike) -> Iterator[Path]:
+def staged_output(source: str | os.PathLike, output: str | os.PathLike, marker: str = METADATA,
+                  also_inputs: Sequence[Path] = ()) -> Iterator[Path]:
     """Yield a temporary folder beside ``output``; on success it replaces ``output``.
 
     A previous conversion in ``output`` is swapped out only after the new one is complete, and
@@ -151,7 +156,9 @@ def staged_output(source: str | os.PathLike, output: str | os.PathLike) -> Itera
     source, output = Path(source), Path(output)
     if not source.is_dir():
         raise UserError(f"source folder '{source}' does not exist")
-    check_paths(source, output)
+    check_paths(source, output, marker)
+    for other in also_inputs:  # e.g. the image root of a converted folder being exported
+        check_paths(Path(other), output, marker)
     output.parent.mkdir(parents=True, exist_ok=True)
     from fashionvision.convert.staging import clean_stale_staging, staging_prefix
 
