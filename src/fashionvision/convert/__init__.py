@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from fashionvision.convert import ccp, coco, deepfashion, fashionpedia, mask_folder, yolo
+from fashionvision.convert import ccp, coco, deepfashion, deepfashion2, fashionpedia, mask_folder, modanet, yolo
 from fashionvision.convert.common import ConversionSummary
 from fashionvision.errors import UserError
 
@@ -21,6 +21,8 @@ CONVERTERS: dict[str, Callable[..., ConversionSummary]] = {
     "coco": coco.convert,
     "yolo": yolo.convert,
     "masks": mask_folder.convert,
+    "deepfashion2": deepfashion2.convert,
+    "modanet": modanet.convert,
 }
 
 

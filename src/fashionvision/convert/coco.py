@@ -389,9 +389,21 @@ def convert(
         require_images: skip images not found (false: sizes from the JSON, images need not exist).
         strict: any bad record fails the conversion, listing them all (false: skip and report).
     """
+    return convert_named("coco", source, output, seed=seed, split=split, workers=workers, progress_bar=progress_bar,
+                         limit=limit, annotations=annotations, images=images, splits=splits, keep=keep, drop=drop,
+                         drop_supercategories=drop_supercategories, crowd=crowd, masks=masks,
+                         require_images=require_images, strict=strict)
+
+
+def convert_named(name: str, source: str | Path, output: str | Path, *, seed: int, split: Sequence[float],
+                  workers: int, progress_bar: bool, limit: int | None, annotations, images: str | None,
+                  splits: Sequence[str] | None, keep: Sequence[str] = (), drop: Sequence[str] = (),
+                  drop_supercategories: Sequence[str] = (), crowd: str = "ignore", masks: bool = True,
+                  require_images: bool = True, strict: bool = True) -> ConversionSummary:
+    """:func:`convert` under another converter's name (the presets: ModaNet)."""
     source, output = Path(source), Path(output)
     if annotations is None or annotations == [] or annotations == "":
-        raise UserError("fashion-convert coco needs annotations=FILE.json (or annotations=[train.json,val.json])")
+        raise UserError(f"fashion-convert {name} needs annotations=FILE.json (or annotations=[train.json,val.json])")
     files = [str(annotations)] if isinstance(annotations, (str, Path)) else [str(a) for a in annotations]
     if not 1 <= len(files) <= 3:
         raise UserError(f"annotations takes one to three COCO files, got {files}")
@@ -405,7 +417,7 @@ def convert(
                "crowd": crowd, "masks": bool(masks), "require_images": bool(require_images), "limit": limit}
     rule = "; ".join(f"{f} -> {s}" + (" (seeded split)" if "+" in s else "") for f, s in zip(files, file_splits))
     summary, stats = convert_files(
-        source, output, name="coco", files=paths, file_splits=file_splits, layouts=[Layout(root)] * len(paths),
+        source, output, name=name, files=paths, file_splits=file_splits, layouts=[Layout(root)] * len(paths),
         seed=seed, split=split, workers=workers, progress_bar=progress_bar, limit=limit, keep=keep, drop=drop,
         drop_supercategories=drop_supercategories, crowd=crowd, masks=masks, require_images=require_images,
         strict=strict, options=options, split_rule=rule)
