@@ -197,6 +197,8 @@ def yolo_box_line(box: Sequence[int], width: int, height: int) -> str:
 def _write_yolo(data: ConvertedDataset, splits: dict[str, list[Record]], value_of: list[int] | None,
                 staging: Path, output: Path, images: str, progress_bar: bool) -> None:
     for split, records in splits.items():
+        (staging / "images" / split).mkdir(parents=True, exist_ok=True)  # data.yaml names it, even when empty
+        (staging / "labels" / split).mkdir(parents=True, exist_ok=True)
         for record in progress(records, len(records), f"yolo {split}", progress_bar):
             mask = _read_mask(data, record) if value_of is not None else None
             width, height = _size(data, record, mask)
