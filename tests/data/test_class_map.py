@@ -46,3 +46,20 @@ def test_a_class_the_map_does_not_mention_is_an_error(tmp_path: Path):
         load_class_map(tmp_path / "m.yaml")
     with pytest.raises(UserError, match="unknown class map 'zara'; shipped: ccp, deepfashion2"):
         load_class_map("zara")
+
+
+def test_eval_mapping_maps_both_sides_and_counts_what_falls_out():
+    import numpy as np
+
+    from fashionvision.data.class_map import eval_mapping
+
+    ccp = ["jeans", "swimwear", "t-shirt"]
+    mapping = eval_mapping(ccp, list(modanet.CATEGORIES), "auto")
+    assert mapping.names == COMMON and mapping.report["model"]["class_map"] == "ccp"
+    assert mapping.report["model"]["unmapped"] == ["swimwear"] and mapping.report["dataset"]["class_map"] == "modanet"
+    labels, keep = mapping.labels(np.array([0, 1, 2]))
+    assert keep.tolist() == [True, False, True] and labels[keep].tolist() == [COMMON.index("pants"), COMMON.index("top")]
+    boxes = mapping.boxes(np.array([[0, 0, 5, 5, 1], [1, 1, 4, 4, 7]]))  # belt -> accessories, pants -> pants
+    assert boxes[:, 4].tolist() == [COMMON.index("accessories"), COMMON.index("pants")]
+    with pytest.raises(UserError, match="none of the class maps"):
+        eval_mapping(["kimono"], list(modanet.CATEGORIES), "auto")

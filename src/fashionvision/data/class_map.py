@@ -83,3 +83,72 @@ def load_class_map(name_or_path: str | os.PathLike) -> ClassMap:
     if problems:
         raise UserError(f"{path}: {'; '.join(problems)}")
     return ClassMap(str(data.get("source") or path.stem), target, mapping, unmapped)
+
+
+@dataclass(frozen=True)
+class EvalMapping:
+    """A model's classes and a dataset's, both onto one target set: what evaluation across datasets needs.
+
+    ``model_index[k]`` / ``data_index[k]``: the target index of model / dataset class k (None: unmapped).
+    """
+
+    names: tuple[str, ...]
+    model_index: tuple[int | None, ...]
+    data_index: tuple[int | None, ...]
+    report: dict
+
+    def boxes(self, boxes) -> "object":
+        """Ground-truth ``[N, 5]`` boxes in target ids; boxes of unmapped dataset classes left out."""
+        import numpy as np
+
+        boxes = np.asarray(boxes).reshape(-1, 5)
+        target = np.array([-1 if self.data_index[int(c)] is None else self.data_index[int(c)] for c in boxes[:, 4]],
+                          dtype=np.int64).reshape(-1)
+        kept = boxes[target >= 0].copy()
+        kept[:, 4] = target[target >= 0]
+        return kept
+
+    def labels(self, labels) -> tuple["object", "object"]:
+        """``(target labels, keep mask)`` of predicted model labels (unmapped ones: keep False)."""
+        import numpy as np
+
+        labels = np.asarray(labels).astype(np.int64).reshape(-1)
+        target = np.array([-1 if self.model_index[int(c)] is None else self.model_index[int(c)] for c in labels],
+                          dtype=np.int64).reshape(-1)
+        return np.maximum(target, 0), target >= 0
+
+
+def find_map(classes: Sequence[str], names: Sequence[str]) -> ClassMap:
+    """The first of ``names`` (shipped names or files) that mentions every class of ``classes``."""
+    tried = []
+    for name in names:
+        cmap = load_class_map(name)
+        if all(c in cmap.mapping or c in cmap.unmapped for c in classes):
+            return cmap
+        tried.append(cmap.name)
+    raise UserError(f"none of the class maps {tried} covers the classes {list(classes)[:8]}"
+                    f"{' ...' if len(classes) > 8 else ''}; give class_map=[MODEL_MAP,DATASET_MAP]")
+
+
+def eval_mapping(model_classes: Sequence[str], data_classes: Sequence[str],
+                 class_map: str | Sequence[str]) -> EvalMapping:
+    """The mapping for ``fashion-eval class_map=...``.
+
+    ``class_map``: ``auto`` (the shipped maps that fit each side), one name or file (tried for
+    both sides, then the shipped ones), or ``[MODEL_MAP, DATASET_MAP]``.
+    """
+    if isinstance(class_map, str):
+        given = [] if class_map == "auto" else [class_map]
+        model_map = find_map(model_classes, given + available())
+        data_map = find_map(data_classes, given + available())
+    else:
+        if len(class_map) != 2:
+            raise UserError(f"class_map takes a name, auto, or [MODEL_MAP,DATASET_MAP]; got {list(class_map)}")
+        model_map, data_map = load_class_map(class_map[0]), load_class_map(class_map[1])
+    if model_map.target != data_map.target:
+        raise UserError(f"class maps '{model_map.name}' and '{data_map.name}' map onto different targets "
+                        f"({list(model_map.target)} vs {list(data_map.target)})")
+    report = {"model": model_map.report(model_classes), "dataset": data_map.report(data_classes),
+              "target": list(model_map.target)}
+    return EvalMapping(model_map.target, tuple(model_map.index_map(model_classes, "the model")),
+                       tuple(data_map.index_map(data_classes)), report)
