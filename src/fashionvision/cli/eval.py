@@ -114,6 +114,10 @@ def _print(report: dict, output: Path) -> None:
             print(f"  {key:16s} {value:.4f}" if isinstance(value, float) else f"  {key:16s} {value}")
     for line in per_class_lines(report.get("per_class", [])):
         print(line)
+    for field, values in (report.get("subsets") or {}).items():
+        for value, scores in values.items():
+            print(f"  subset {field}={value}: mAP {scores['map']:.4f}  mAP50 {scores['map50']:.4f}  "
+                  f"({scores['instances']} boxes)")
     mapped = report.get("class_map")
     if mapped:
         for side in ("model", "dataset"):

@@ -34,6 +34,24 @@ def _base_dataset(dataset: Any) -> Any:
     return dataset
 
 
+def _item_attributes(dataset: Any) -> dict | None:
+    """The per-item labels a converter kept (``metadata.json["item_attributes"]``), or None."""
+    import json
+
+    data = getattr(dataset, "data", None)
+    name = (getattr(data, "metadata", None) or {}).get("item_attributes")
+    if not name:
+        return None
+    path = Path(data.folder) / name
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read the item labels ({exc}); re-run fashion-convert") from exc
+    if not isinstance(items, dict) or not isinstance(items.get("fields"), list) or not isinstance(items.get("images"), dict):
+        raise UserError(f"{path}: expected {{\"fields\": [...], \"images\": {{...}}}}; re-run fashion-convert")
+    return items
+
+
 @dataclass
 class DetectionConfig:
     """The ``model`` keys every detector has; a family's config adds its own."""
@@ -147,6 +165,9 @@ class DetectionTask(Task):
         conf, iou, max_det = self.cfg.eval_conf, self.cfg.eval_iou, self.cfg.max_det
         images, results, seconds = [], [], 0.0
         mapping, dropped = self.eval_mapping, [0, 0]
+        # per-subset AP only for a written report (fashion-eval), not at every validation
+        items = None if mapping is not None or output_dir is None else _item_attributes(_base_dataset(loader.dataset))
+        box_labels: list = []  # per ground-truth box, its item labels (DeepFashion2's items.json)
         for batch in loader:
             if not batch["metas"]:
                 continue  # every image of the batch was unreadable (skipped by the dataset)
@@ -172,6 +193,9 @@ class DetectionTask(Task):
                     dropped[1] += int((~keep).sum())
                     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
                 images.append({"id": image_id, "height": h, "width": w, "boxes": truth})
+                if items is not None:
+                    rows = (items["images"].get(record.path) or {}).get("items") or []
+                    box_labels.extend(rows if len(rows) == len(truth) else [None] * len(truth))
                 results += M.predictions_to_coco(image_id, boxes, scores, labels)
         model.train(was_training)
         names = list(mapping.names) if mapping is not None else self.class_names
@@ -180,6 +204,8 @@ class DetectionTask(Task):
         if mapping is not None:
             extra["class_map"] = {**mapping.report, "ground_truth_boxes_unmapped": dropped[0],
                                   "predictions_unmapped": dropped[1]}
+        if items is not None:
+            extra["subsets"] = M.subset_metrics(gt, results, items["fields"], box_labels)
         op_conf = self.cfg.conf
         if output_dir is not None:
             metrics = M.write_report(output_dir, gt, results, names, op_conf, 0.5, extra)
