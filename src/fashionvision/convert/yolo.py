@@ -48,6 +48,7 @@ from fashionvision.data.converted import SPLITS, mask_path_for
 from fashionvision.data.image_io import IMAGE_SUFFIXES, ImageReadError, image_size
 from fashionvision.errors import UserError
 
+FORMAT = "yolo"  # the converter's name: fashion-convert yolo
 TOLERANCE = 1e-6  # normalised coordinates a hair outside 0..1 (float printing) are clipped
 
 
