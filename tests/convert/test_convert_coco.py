@@ -155,3 +155,17 @@ def test_cli_coco_with_top_level_annotations_and_images(tmp_path: Path, capsys):
     cfg = compose("convert", ["converter=ccp", "annotations=a.json"])
     with pytest.raises(UserError, match="annotations= is for the COCO-based converters"):
         convert(cfg)
+
+
+def test_boxes_only_file_writes_no_masks(tmp_path: Path):
+    source = make_coco(tmp_path / "src")
+    path = source / TRAIN
+    data = json.loads(path.read_text())
+    for ann in data["annotations"]:
+        ann.pop("segmentation")
+        ann.setdefault("bbox", [1, 1, 5, 5])
+    path.write_text(json.dumps(data))
+    summary = coco.convert(source, tmp_path / "out", annotations=TRAIN, images="images", progress_bar=False)
+    dataset = ConvertedDataset.open(tmp_path / "out")
+    assert dataset.mask_classes is None and not (tmp_path / "out" / "masks").exists()
+    assert "no segmentation in instances_train.json: boxes only" in summary.text()

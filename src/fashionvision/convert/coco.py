@@ -196,12 +196,16 @@ def convert_files(
         category_ids: list = []
         mask_classes: list[str] | None = None
         seen_paths: set[str] = set()
+        notes: list[str] = []
         for path, names, layout in zip(files, split_names, layouts):
             data = load_coco(path, name)
             categories, mask_value, file_mask_classes = _categories(path, data, keep, drop, drop_supercategories)
             labels = [str(c["name"]) for c in categories]
             if classes is None:
                 classes, category_ids, mask_classes = labels, [c["id"] for c in categories], file_mask_classes
+                if writer.enabled and not any(isinstance(a, dict) and a.get("segmentation") for a in data["annotations"]):
+                    writer.enabled = masks = False  # boxes only: all-background masks would teach a segmenter nothing
+                    notes.append(f"no segmentation in {path.name}: boxes only, no masks written")
                 if not classes:
                     raise UserError(f"{path}: no categories left after keep={list(keep)}, drop={list(drop)}, "
                                     f"drop_supercategories={list(drop_supercategories)}")
@@ -240,6 +244,7 @@ def convert_files(
             extra={"split_rule": split_rule, "category_ids": category_ids, "annotation_counts": stats},
             started=started,
         )
+    summary.notes.extend(notes)
     return summary, stats
 
 
