@@ -102,3 +102,21 @@ def test_mask_folder_gives_the_ccp_boxes(hand_converted_ccp: Path, tmp_path: Pat
     mask_folder.convert(source, tmp_path / "out", exclude=["null", "hair", "skin"], split=(1, 0, 0),
                         progress_bar=False)
     assert_same(hand_converted_ccp, tmp_path / "out")
+
+
+def test_our_ccp_conversion_round_trips_with_all_three_splits(shared_data: Path, tmp_path: Path):
+    """fashion-convert ccp's own output (12 real photos, train/val/test) -> COCO -> ours, and -> YOLO -> ours."""
+    from fashionvision.convert import ccp
+
+    ccp.convert(shared_data / "ccp-416", tmp_path / "ours", limit=12, workers=1, progress_bar=False)
+    export.export(tmp_path / "ours", tmp_path / "coco", format="coco", progress_bar=False)
+    files = [f"annotations/instances_{s}.json" for s in SPLITS]
+    coco.convert(tmp_path / "coco", tmp_path / "back", annotations=files, images="images", progress_bar=False,
+                 workers=1)
+    assert_same(tmp_path / "ours", tmp_path / "back")
+    for split in SPLITS:
+        assert [Path(r.path).name for r in ConvertedDataset.open(tmp_path / "back").records(split)] == \
+            [Path(r.path).name for r in ConvertedDataset.open(tmp_path / "ours").records(split)]
+    export.export(tmp_path / "ours", tmp_path / "yolo", format="yolo", images="copy", progress_bar=False)
+    yolo.convert(tmp_path / "yolo", tmp_path / "back_yolo", progress_bar=False, workers=1)
+    assert_same(tmp_path / "ours", tmp_path / "back_yolo", box_tolerance=1)
