@@ -169,3 +169,14 @@ def test_boxes_only_file_writes_no_masks(tmp_path: Path):
     dataset = ConvertedDataset.open(tmp_path / "out")
     assert dataset.mask_classes is None and not (tmp_path / "out" / "masks").exists()
     assert "no segmentation in instances_train.json: boxes only" in summary.text()
+
+
+def test_output_inside_the_image_folder_is_refused(tmp_path: Path):
+    source = make_coco(tmp_path / "src")
+    elsewhere = tmp_path / "photos"
+    (source / "images").rename(elsewhere)
+    with pytest.raises(UserError, match="lies inside the source folder"):
+        coco.convert(source, elsewhere / "out", annotations=TRAIN, images=str(elsewhere), progress_bar=False)
+    summary = coco.convert(source, tmp_path / "out", annotations=TRAIN, images=str(elsewhere), progress_bar=False)
+    assert summary.images["train"] + summary.images["val"] + summary.images["test"] == 3
+    assert ConvertedDataset.open(tmp_path / "out").image_root == elsewhere.resolve()

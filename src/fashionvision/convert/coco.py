@@ -189,7 +189,9 @@ def convert_files(
             raise UserError(f"{name} annotation file '{path}' does not exist")
     image_root = layouts[0].root
     # The mask pool starts before the (large) JSON is loaded so its workers stay small.
-    with staged_output(source, output) as staging, mask_ops.MaskWriter(staging, workers if masks else 0) as writer:
+    outside = sorted({layout.root for layout in layouts if layout.root.is_dir()} - {source})
+    with staged_output(source, output, also_inputs=outside) as staging, \
+            mask_ops.MaskWriter(staging, workers if masks else 0) as writer:
         run = CocoRun(crowd, require_images, writer)
         splits: dict[str, list[Record]] = {s: [] for s in SPLITS}
         classes: list[str] | None = None

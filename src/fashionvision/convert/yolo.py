@@ -172,7 +172,8 @@ def convert(
     skipped: list[Skip] = []
     splits: dict[str, list[Record]] = {s: [] for s in SPLITS}
     stats = {"boxes": 0, "polygons": 0, "images_without_labels": 0}
-    with staged_output(source, output) as staging, mask_ops.MaskWriter(staging, workers if masks else 0) as writer:
+    with staged_output(source, output, also_inputs=[root] if root != source else []) as staging, \
+            mask_ops.MaskWriter(staging, workers if masks else 0) as writer:
         polygon_masks: list[tuple[Path, int, int, list]] = []
         copied_masks = 0
         for split_name, images in split_images.items():
