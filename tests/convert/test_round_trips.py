@@ -120,3 +120,19 @@ def test_our_ccp_conversion_round_trips_with_all_three_splits(shared_data: Path,
     export.export(tmp_path / "ours", tmp_path / "yolo", format="yolo", images="copy", progress_bar=False)
     yolo.convert(tmp_path / "yolo", tmp_path / "back_yolo", progress_bar=False, workers=1)
     assert_same(tmp_path / "ours", tmp_path / "back_yolo", box_tolerance=1)
+
+
+def test_yolo_segments_export_traces_the_masks(hand_converted_ccp: Path, tmp_path: Path):
+    export.export(hand_converted_ccp, tmp_path / "yolo", format="yolo", segments=True, progress_bar=False)
+    lines = (tmp_path / "yolo" / "labels" / "train" / "photos" / "0001.txt").read_text().splitlines()
+    assert lines and all(len(line.split()) >= 7 and len(line.split()) % 2 for line in lines)
+    yolo.convert(tmp_path / "yolo", tmp_path / "back", progress_bar=False, workers=1)
+    want, got = contents(hand_converted_ccp), contents(tmp_path / "back")
+    for name, (boxes, mask) in want.items():
+        np.testing.assert_array_equal(got[name][1], mask)  # the exact masks travel beside the polygons
+        assert len(got[name][0]) == len(boxes)
+        near = sum(min(np.abs(np.array(g[:4]) - np.array(b[:4])).max() for g in got[name][0] if g[4] == b[4]) <= 2
+                   for b in boxes)
+        assert near >= 0.9 * len(boxes), (name, near, len(boxes))
+    with pytest.raises(UserError, match="needs format=yolo"):
+        export.export(hand_converted_ccp, tmp_path / "x", format="coco", segments=True, progress_bar=False)

@@ -22,11 +22,14 @@ YOLO (``format=yolo``)::
 
     <output>/data.yaml                      path, train/val/test image folders, names (and mask_names)
     <output>/images/<split>/<image path>    links to (or copies of) the images
-    <output>/labels/<split>/<image stem>.txt  ``cls cx cy w h`` normalised, 6 decimals
+    <output>/labels/<split>/<image stem>.txt  ``cls cx cy w h`` normalised, 6 decimals (or, with
+                                              ``segments``, ``cls x1 y1 x2 y2 ...``: polygons)
     <output>/masks/<split>/<image stem>.png   the class-index masks, where the folder has them
 
 An inclusive box ``x1..x2`` is the continuous span ``[x1, x2 + 1)``; reading it back rounds to
-the nearest pixel, so boxes come back within one pixel (exactly, in practice).
+the nearest pixel, so boxes come back within one pixel (exactly, in practice). Polygons traced
+from the masks (``segments``) are an approximation: boxes read back from them can differ by a
+pixel or two, and the exact masks travel in ``masks/`` beside them.
 """
 
 from __future__ import annotations
@@ -54,12 +57,14 @@ MARKER = "export.json"
 
 
 def export(dataset: str | os.PathLike, output: str | os.PathLike, *, format: str = "coco", images: str = "link",
-           progress_bar: bool = True) -> ConversionSummary:
+           segments: bool = False, progress_bar: bool = True) -> ConversionSummary:
     """Write the converted folder ``dataset`` into ``output`` in ``format``.
 
     Args:
         format: ``coco`` or ``yolo``.
         images: ``link`` (symlinks to the images), ``copy`` or ``none`` (annotations only).
+        segments: yolo: polygon label lines (ultralytics' segmentation variant), traced from
+            each box's pixels in the mask, instead of box lines.
     """
     started = time.perf_counter()
     if format not in FORMATS:
@@ -71,10 +76,14 @@ def export(dataset: str | os.PathLike, output: str | os.PathLike, *, format: str
     if not splits:
         raise UserError(f"'{dataset}' has no split files ({', '.join(f'{s}.txt' for s in SPLITS)})")
     value_of = _mask_values(data) if data.has_masks else None
+    if segments and (format != "yolo" or value_of is None):
+        raise UserError("export.segments=true traces polygons from the masks: it needs format=yolo and a folder with masks")
     output = Path(output)
     with staged_output(data.folder, output, marker=MARKER, also_inputs=[data.image_root]) as staging:
-        write = _write_coco if format == "coco" else _write_yolo
-        write(data, splits, value_of, staging, output, images, progress_bar)
+        if format == "coco":
+            _write_coco(data, splits, value_of, staging, output, images, progress_bar)
+        else:
+            _write_yolo(data, splits, value_of, staging, output, images, progress_bar, segments)
         info = {"format": format, "dataset": str(data.folder.resolve()), "images": images,
                 "splits": {s: len(r) for s, r in splits.items()}, "classes": data.classes,
                 "mask_classes": data.mask_classes if value_of is not None else None,
@@ -194,8 +203,26 @@ def yolo_box_line(box: Sequence[int], width: int, height: int) -> str:
     return f"{cls} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}"
 
 
+def yolo_polygon_line(mask: np.ndarray, box: Sequence[int], value: int) -> str:
+    """``cls x1 y1 x2 y2 ...`` (normalised): the outline of the box's pixels of ``value``.
+
+    The largest outer contour, through pixel centres (ultralytics takes one polygon per object);
+    a region too thin to have one is written as its box's outline.
+    """
+    height, width = mask.shape
+    x1, y1, x2, y2, cls = (int(v) for v in box)
+    window = (mask[y1:y2 + 1, x1:x2 + 1] == value).astype(np.uint8)
+    contours, _ = cv2.findContours(window, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    points = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64) if contours else np.zeros((0, 2))
+    if len(points) >= 3 and cv2.contourArea(points.astype(np.float32)) > 0:
+        points = points + [x1 + 0.5, y1 + 0.5]
+    else:
+        points = np.array([[x1, y1], [x2 + 1, y1], [x2 + 1, y2 + 1], [x1, y2 + 1]], dtype=np.float64)
+    return f"{cls} " + " ".join(f"{x / width:.6f} {y / height:.6f}" for x, y in points.tolist())
+
+
 def _write_yolo(data: ConvertedDataset, splits: dict[str, list[Record]], value_of: list[int] | None,
-                staging: Path, output: Path, images: str, progress_bar: bool) -> None:
+                staging: Path, output: Path, images: str, progress_bar: bool, segments: bool = False) -> None:
     for split, records in splits.items():
         (staging / "images" / split).mkdir(parents=True, exist_ok=True)  # data.yaml names it, even when empty
         (staging / "labels" / split).mkdir(parents=True, exist_ok=True)
@@ -205,7 +232,11 @@ def _write_yolo(data: ConvertedDataset, splits: dict[str, list[Record]], value_o
             stem = Path(record.path).with_suffix("")
             label = staging / "labels" / split / f"{stem}.txt"
             label.parent.mkdir(parents=True, exist_ok=True)
-            lines = [yolo_box_line(box, width, height) for box in record.boxes.tolist()]
+            if segments:
+                assert mask is not None and value_of is not None
+                lines = [yolo_polygon_line(mask, box, value_of[box[4]]) for box in record.boxes.tolist()]
+            else:
+                lines = [yolo_box_line(box, width, height) for box in record.boxes.tolist()]
             label.write_text("".join(f"{line}\n" for line in lines))
             if mask is not None:
                 target = staging / "masks" / split / f"{stem}.png"
