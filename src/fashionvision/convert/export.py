@@ -51,7 +51,8 @@ from fashionvision.data.converted import SPLITS, ConvertedDataset
 from fashionvision.data.image_io import ImageReadError, image_size
 from fashionvision.errors import UserError
 
-FORMATS = ("coco", "yolo")
+COCO, YOLO = "coco", "yolo"  # the export formats (YOLO: ultralytics' label layout, not the model family)
+FORMATS = (COCO, YOLO)
 IMAGE_MODES = ("link", "copy", "none")
 MARKER = "export.json"
 
@@ -76,11 +77,11 @@ def export(dataset: str | os.PathLike, output: str | os.PathLike, *, format: str
     if not splits:
         raise UserError(f"'{dataset}' has no split files ({', '.join(f'{s}.txt' for s in SPLITS)})")
     value_of = _mask_values(data) if data.has_masks else None
-    if segments and (format != "yolo" or value_of is None):
+    if segments and (format != YOLO or value_of is None):
         raise UserError("export.segments=true traces polygons from the masks: it needs format=yolo and a folder with masks")
     output = Path(output)
     with staged_output(data.folder, output, marker=MARKER, also_inputs=[data.image_root]) as staging:
-        if format == "coco":
+        if format == COCO:
             _write_coco(data, splits, value_of, staging, output, images, progress_bar)
         else:
             _write_yolo(data, splits, value_of, staging, output, images, progress_bar, segments)
