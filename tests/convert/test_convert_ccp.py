@@ -46,9 +46,10 @@ def check_output(folder: Path) -> ConvertedDataset:
 
 
 def test_registry_names_and_unknown():
-    assert set(CONVERTERS) == {"ccp", "deepfashion", "fashionpedia"}
-    with pytest.raises(UserError, match="ccp, deepfashion, fashionpedia"):
-        get_converter("coco")
+    assert set(CONVERTERS) == {"ccp", "deepfashion", "fashionpedia", "coco", "yolo", "masks", "deepfashion2",
+                               "modanet"}
+    with pytest.raises(UserError, match="ccp, deepfashion, fashionpedia, coco, yolo, masks, deepfashion2, modanet"):
+        get_converter("voc")
 
 
 def test_ccp_subset_matches_opencv_boxes(shared_data: Path, tmp_path: Path):

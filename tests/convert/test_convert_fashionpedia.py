@@ -208,3 +208,66 @@ def test_empty_splits_warn_at_conversion_and_fail_clearly_at_training(shared_dat
     with pytest.raises(UserError, match=r"split 'val' of .*out has no images .*change the split fractions"):
         Trainer(build_task(cfg), cfg["trainer"], tmp_path / "run", cfg).fit()
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
+# --- issue 27: Fashionpedia is now the COCO converter plus a preset; its output is unchanged ----
+# Digests of what the converter wrote before the change (commit 9a5d1a5), on the official sample
+# and on a small synthetic file from scripts/make_synthetic_fashionpedia.py.
+
+BEFORE_COCO = {
+    "sample": {"train.txt": "cc68407963d3979c9810b4e1355cffccfa891d5f7b5a4ab7a93ffaea66220d3e",
+               "val.txt": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+               "test.txt": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+               "classes.txt": "f88a6d72ca1bf118bc57f075dfe31798d27ec975fe84070d050f09cb2153f064",
+               "mask_classes.txt": "c3e8ed084a02c674522987e08193a955af814aeaa9e4a7812cb2db5c1734a0a0",
+               "metadata": "40b4b665635fe417501f32f0a837e6ab30b8a6ff544c4d583686c426dc1d3a55",
+               "masks": "88dddbd0b248a81a194ef83841ca5bf20ec0ad92a7f70fea170643a68e5c9447"},
+    "synthetic": {"train.txt": "86e26850ccc943af4aebf978c1b07250378752e767bbff91e1f39c3d68dc9d1c",
+                  "val.txt": "2e804b23d733e73331a8ff8bf90ee0fb4b6654cd1bf2f294a716796dc79c1b5b",
+                  "test.txt": "85d0e68b2500350a893705289088b7cbb7aff428ee0762f774b2e64ffee6076b",
+                  "classes.txt": "77b146b5602fa9d79684649f7de2d29deb112bcae440c2e6643685ea2d52863e",
+                  "mask_classes.txt": "d13fa9a5c1f4f8c63ba3f10a6dceb2e128543872e742cb708cec7272b9863320",
+                  "metadata": "d92d78b0dc88cbfb8b301638116938fb4ecf1e2555f75dbb3698072cc6ea2dc7",
+                  "masks": "72239804fe1d5ee6ad87ed97a15b2685b41f7fe91f9ff99951517c3e1ef61684"},
+}
+
+
+def converted_digest(folder: Path) -> dict:
+    """sha256 of the split and class files, of metadata.json less its time and paths, of the decoded masks."""
+    import hashlib
+
+    out = {}
+    for name in ("train.txt", "val.txt", "test.txt", "classes.txt", "mask_classes.txt"):
+        path = folder / name
+        out[name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+    meta = json.loads((folder / "metadata.json").read_text())
+    for key in ("created", "source", "image_root", "image_root_abs"):
+        meta.pop(key, None)
+    out["metadata"] = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256()
+    for png in sorted((folder / "masks").rglob("*.png")):
+        digest.update(str(png.relative_to(folder)).encode())
+        digest.update(cv2.imread(str(png), cv2.IMREAD_UNCHANGED).tobytes())
+    out["masks"] = digest.hexdigest()
+    return out
+
+
+def test_output_unchanged_on_the_official_sample(shared_data: Path, tmp_path: Path):
+    fashionpedia.convert(shared_data / "fashionpedia-sample", tmp_path / "out", files=["sample.json"],
+                         progress_bar=False, workers=1)
+    assert converted_digest(tmp_path / "out") == BEFORE_COCO["sample"]
+
+
+def test_output_unchanged_on_the_synthetic_file(shared_data: Path, tmp_path: Path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make_synthetic_fashionpedia.py"
+    (tmp_path / "src").mkdir()
+    subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "src" / "syn.json"), "--images", "120",
+                    "--annotations", "900", "--vertices", "40", "--seed", "3", "--categories",
+                    str(shared_data / "fashionpedia-sample" / "category_attributes_descriptions.json")],
+                   check=True, capture_output=True)
+    fashionpedia.convert(tmp_path / "src", tmp_path / "out", files=["syn.json"], require_images=False,
+                         progress_bar=False, workers=2)
+    assert converted_digest(tmp_path / "out") == BEFORE_COCO["synthetic"]

@@ -1,4 +1,8 @@
-"""fashion-eval ckpt=RUN_OR_CKPT [split=test] [dataset.path=DIR] [output=DIR] [device=auto].
+"""fashion-eval ckpt=RUN_OR_CKPT [split=test] [dataset.path=DIR] [class_map=NAME] [output=DIR] [device=auto].
+
+``class_map=`` scores a detector trained on one dataset on another: predictions and ground truth
+both go through class maps (:mod:`fashionvision.data.class_map`) onto a common set; the classes
+either side leaves unmapped are listed and counted, never silently dropped.
 
 Task-agnostic: the checkpoint names its model family, the engine rebuilds ``(task, model)``
 from it, and the task's own :meth:`~fashionvision.tasks.base.Task.evaluate` computes and
@@ -32,6 +36,24 @@ def _dataset_path(cfg: dict, config: dict) -> str:
     return str(path)
 
 
+def _mapped_dataset(task, dataset: str, class_map, split: str, limit: int | None):
+    """The split of another dataset, with the task set to score through ``class_map``."""
+    from fashionvision.data.class_map import eval_mapping
+    from fashionvision.data.converted import ConvertedDataset
+
+    if task.name != "detection":
+        raise UserError(f"class_map= scores detectors across datasets; this checkpoint is a {task.name} model")
+    other = ConvertedDataset.open(dataset)
+    task.eval_mapping = eval_mapping(task.class_names, other.classes, class_map)
+    for side in ("model", "dataset"):
+        unmapped = task.eval_mapping.report[side]["unmapped"]
+        if unmapped:
+            log.warning("class map %s: the %s's classes %s have no common class: their %s are left out",
+                        task.eval_mapping.report[side]["class_map"], side, unmapped,
+                        "predictions" if side == "model" else "ground-truth boxes")
+    return task.build_dataset(split, train=False, limit=limit, data=other)
+
+
 def evaluate(cfg: dict, output: Path | None = None) -> dict:
     """Evaluate ``cfg["ckpt"]`` on ``cfg["split"]``; returns the metrics (also written to disk)."""
     import torch
@@ -45,12 +67,17 @@ def evaluate(cfg: dict, output: Path | None = None) -> dict:
     device = resolve_device(cfg.get("device", "auto"), key="device")
     config = load_checkpoint(ckpt).get("config") or {}
     dataset = _dataset_path(cfg, config)
-    task, model, _ = load_for_inference(ckpt, device=device, dataset_path=dataset)
+    class_map = cfg.get("class_map")
+    # across datasets the model keeps its own classes; the class map brings both sides together
+    task, model, _ = load_for_inference(ckpt, device=device, dataset_path=None if class_map else dataset)
     task.eval_options = {"save_masks": bool(cfg.get("save_masks", False))}
     task.set_tta(cfg.get("tta_flip"), cfg.get("tta_scales"))
     split = str(cfg.get("split", "test"))
     limit = cfg.get("limit_images")
-    data = task.build_dataset(split, train=False, limit=int(limit) if limit else None)
+    if class_map:
+        data = _mapped_dataset(task, dataset, class_map, split, int(limit) if limit else None)
+    else:
+        data = task.build_dataset(split, train=False, limit=int(limit) if limit else None)
     if len(data) == 0:
         raise UserError(f"split '{split}' of '{dataset}' has no images")
     loader = build_loader(data, int(cfg.get("batch_size", 8)), clamp_workers(int(cfg.get("workers", 2))),
@@ -87,6 +114,16 @@ def _print(report: dict, output: Path) -> None:
             print(f"  {key:16s} {value:.4f}" if isinstance(value, float) else f"  {key:16s} {value}")
     for line in per_class_lines(report.get("per_class", [])):
         print(line)
+    for field, values in (report.get("subsets") or {}).items():
+        for value, scores in values.items():
+            print(f"  subset {field}={value}: mAP {scores['map']:.4f}  mAP50 {scores['map50']:.4f}  "
+                  f"({scores['instances']} boxes)")
+    mapped = report.get("class_map")
+    if mapped:
+        for side in ("model", "dataset"):
+            print(f"  class map {mapped[side]['class_map']} ({side}): unmapped {mapped[side]['unmapped'] or 'none'}")
+        print(f"  left out: {mapped['ground_truth_boxes_unmapped']} ground-truth boxes, "
+              f"{mapped['predictions_unmapped']} predictions of unmapped classes")
     print(f"report written to {output}")
 
 

@@ -66,6 +66,18 @@ class ConversionSummary:
         return "\n".join(lines)
 
 
+def fail_on_skips(name: str, skipped: Sequence[Skip], shown: int = 50) -> None:
+    """Raise one :class:`UserError` listing every bad record (up to ``shown``) when there are any.
+
+    Used by the converters' ``strict`` mode: the source is never touched and nothing is written.
+    """
+    if not skipped:
+        return
+    listed = "; ".join(str(s) for s in skipped[:shown])
+    more = f"; ... and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    raise UserError(f"{name}: {len(skipped)} bad record(s), nothing written ({name}.strict=false skips and lists them): {listed}{more}")
+
+
 def check_split(split: Sequence[float]) -> tuple[float, float, float]:
     """Validate train/val/test fractions (three non-negative numbers summing to 1)."""
     values = tuple(float(v) for v in split)
@@ -112,8 +124,12 @@ def _is_within(child: Path, parent: Path) -> bool:
         return False
 
 
-def check_paths(source: Path, output: Path) -> None:
-    """Refuse outputs that would write into (or replace) the source, or clobber unrelated files."""
+def check_paths(source: Path, output: Path, marker: str = METADATA) -> None:
+    """Refuse outputs that would write into (or replace) the source, or clobber unrelated files.
+
+    An existing non-empty output is replaced only when it holds ``marker`` (what this kind of
+    command writes last), so a folder of the user's own is never taken for an earlier run.
+    """
     src, out = source.resolve(), output.resolve()
     if _is_within(out, src):
         raise UserError(f"output '{output}' lies inside the source folder '{source}'; converters never write into the source")
@@ -122,15 +138,16 @@ def check_paths(source: Path, output: Path) -> None:
     if out.exists():
         if not out.is_dir():
             raise UserError(f"output '{output}' exists and is not a folder")
-        if any(out.iterdir()) and not (out / METADATA).is_file():
+        if any(out.iterdir()) and not (out / marker).is_file():
             raise UserError(
-                f"output '{output}' exists, is not empty and is not a converted dataset; "
+                f"output '{output}' exists, is not empty and is not a {'converted dataset' if marker == METADATA else 'previous export'}; "
                 "refusing to replace it (choose an empty or new folder)"
             )
 
 
 @contextmanager
-def staged_output(source: str | os.PathLike, output: str | os.PathLike) -> Iterator[Path]:
+def staged_output(source: str | os.PathLike, output: str | os.PathLike, marker: str = METADATA,
+                  also_inputs: Sequence[Path] = ()) -> Iterator[Path]:
     """Yield a temporary folder beside ``output``; on success it replaces ``output``.
 
     A previous conversion in ``output`` is swapped out only after the new one is complete, and
@@ -139,7 +156,9 @@ def staged_output(source: str | os.PathLike, output: str | os.PathLike) -> Itera
     source, output = Path(source), Path(output)
     if not source.is_dir():
         raise UserError(f"source folder '{source}' does not exist")
-    check_paths(source, output)
+    check_paths(source, output, marker)
+    for other in also_inputs:  # e.g. the image root of a converted folder being exported
+        check_paths(Path(other), output, marker)
     output.parent.mkdir(parents=True, exist_ok=True)
     from fashionvision.convert.staging import clean_stale_staging, staging_prefix
 

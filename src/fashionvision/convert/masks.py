@@ -51,6 +51,79 @@ def segmentation_rle(segmentation: list | dict, height: int, width: int) -> dict
     raise ValueError(f"segmentation is neither a polygon list nor an RLE ({type(segmentation).__name__})")
 
 
+def rle_string_counts(counts: str | bytes) -> list[int]:
+    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``, vectorised).
+
+    Each run is 5-bit groups, low first, 0x20 meaning "more follows" and 0x10 in the last group
+    the sign; from the third run on, a run is stored as the difference to the one two before.
+    """
+    raw = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+    if not raw:
+        return []
+    chars = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
+    if ((chars < 0) | (chars >= 64)).any():
+        raise ValueError("RLE counts string holds a character outside '0'..'o'")
+    more = (chars & 0x20) != 0
+    if more[-1]:
+        raise ValueError("RLE counts string ends in the middle of a number")
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    if lengths.max() > 12:
+        raise ValueError("RLE counts string holds a number too large for any image")
+    position = np.arange(len(chars)) - np.repeat(starts, lengths)
+    values = np.add.reduceat((chars & 0x1F) << (5 * position), starts)
+    negative = (chars[ends] & 0x10) != 0
+    values[negative] -= np.left_shift(1, 5 * lengths[negative])
+    values[1::2] = np.cumsum(values[1::2])
+    if len(values) > 2:
+        values[2::2] = np.cumsum(values[2::2])
+    return values.tolist()
+
+
+def check_segmentation(segmentation: list | dict, height: int, width: int) -> None:
+    """Raise ``ValueError`` saying why a segmentation cannot be painted on an HxW image.
+
+    pycocotools trusts its input: RLE counts that do not add up to the image make it read or
+    write past the mask, so they are checked here, before anything is decoded.
+    """
+    if isinstance(segmentation, list):
+        # structure only, in O(polygons): a per-coordinate check would cost as much as the
+        # whole box conversion of a Fashionpedia-sized file; pycocotools refuses non-numbers
+        # when it paints, and that is reported with the mask
+        usable = 0
+        for polygon in segmentation:
+            if not isinstance(polygon, list) or (polygon and not isinstance(polygon[0], (int, float))):
+                raise ValueError("a polygon is not a list of numbers")
+            if len(polygon) >= 6:
+                if len(polygon) % 2:
+                    raise ValueError("a polygon has an odd number of coordinates")
+                usable += 1
+        if not usable:
+            raise ValueError("no polygon with at least 3 points")
+        return
+    if not isinstance(segmentation, dict) or "counts" not in segmentation or "size" not in segmentation:
+        raise ValueError(f"segmentation is neither a polygon list nor an RLE ({type(segmentation).__name__})")
+    size = segmentation["size"]
+    if not isinstance(size, list) or len(size) != 2 or [int(v) for v in size] != [height, width]:
+        raise ValueError(f"RLE size {size} differs from the image size [{height}, {width}]")
+    counts = segmentation["counts"]
+    if isinstance(counts, (str, bytes)):
+        runs = rle_string_counts(counts)
+    elif isinstance(counts, list):
+        runs = np.asarray(counts)
+        if runs.ndim != 1 or (len(runs) and runs.dtype.kind not in "iu"):
+            raise ValueError("RLE counts are neither a string nor a list of integers")
+    else:
+        raise ValueError("RLE counts are neither a string nor a list of integers")
+    runs = np.asarray(runs, dtype=np.int64)
+    if (runs < 0).any():
+        raise ValueError("RLE counts hold a negative run")
+    total = int(runs.sum())
+    if total != height * width:
+        raise ValueError(f"RLE counts sum to {total}, not to the image's {height}x{width} = {height * width} pixels")
+
+
 def segmentation_bbox(segmentation: list | dict, height: int, width: int) -> list[float]:
     """COCO ``[x, y, w, h]`` of the pixels a segmentation covers (as pycocotools rasterises it)."""
     return [float(v) for v in coco_mask.toBbox(segmentation_rle(segmentation, height, width))]

@@ -44,7 +44,8 @@ class ConvertedDataset:
         if not meta_path.is_file():
             raise UserError(
                 f"'{folder}' is not a converted dataset (no {METADATA}); run "
-                f"`fashion-convert <ccp|deepfashion|fashionpedia> output={folder}` first"
+                f"`fashion-convert <ccp|deepfashion|fashionpedia|coco|yolo|masks|deepfashion2|modanet> "
+                f"output={folder}` first (docs/data.md)"
             )
         try:
             metadata = json.loads(meta_path.read_text(encoding="utf-8"))

@@ -34,6 +34,24 @@ def _base_dataset(dataset: Any) -> Any:
     return dataset
 
 
+def _item_attributes(dataset: Any) -> dict | None:
+    """The per-item labels a converter kept (``metadata.json["item_attributes"]``), or None."""
+    import json
+
+    data = getattr(dataset, "data", None)
+    name = (getattr(data, "metadata", None) or {}).get("item_attributes")
+    if not name:
+        return None
+    path = Path(data.folder) / name
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read the item labels ({exc}); re-run fashion-convert") from exc
+    if not isinstance(items, dict) or not isinstance(items.get("fields"), list) or not isinstance(items.get("images"), dict):
+        raise UserError(f"{path}: expected {{\"fields\": [...], \"images\": {{...}}}}; re-run fashion-convert")
+    return items
+
+
 @dataclass
 class DetectionConfig:
     """The ``model`` keys every detector has; a family's config adds its own."""
@@ -65,6 +83,8 @@ class DetectionTask(Task):
     role = "detector"
     primary_metric = "map50"
     config_class = DetectionConfig
+    #: set by ``fashion-eval class_map=``: ground truth and predictions scored in a common class set
+    eval_mapping: Any = None
 
     # --- the family's head ------------------------------------------------------------------
     @abstractmethod
@@ -85,13 +105,15 @@ class DetectionTask(Task):
         return self.cfg.conf, self.cfg.iou
 
     def build_dataset(self, split: str, train: bool, limit: int | None = None,
-                      cache: bool = False) -> Dataset:
+                      cache: bool = False, data: Any = None) -> Dataset:
+        """The split's dataset; ``data`` (another converted folder) is for evaluation across
+        datasets through :attr:`eval_mapping`."""
         from fashionvision.data.dataset import FashionDataset
 
         # rectangular inputs (long side = image_size, short side rounded up to 32): a 2:3
         # portrait then costs about a third less than its letterboxed square
         rect = self.cfg.rect_train if train else self.cfg.rect_eval
-        return FashionDataset(self.data, split, self.image_size, train, self.augment_cfg,
+        return FashionDataset(data or self.data, split, self.image_size, train, self.augment_cfg,
                               task=self.name, limit=limit, cache=cache,
                               seed=self.seed, rect=rect,
                               color_on_cpu=not (train and self.gpu_color))
@@ -147,6 +169,10 @@ class DetectionTask(Task):
         records = list(getattr(_base_dataset(loader.dataset), "records", []))
         conf, iou, max_det = self.cfg.eval_conf, self.cfg.eval_iou, self.cfg.max_det
         images, results, seconds = [], [], 0.0
+        mapping, dropped = self.eval_mapping, [0, 0]
+        # per-subset AP only for a written report (fashion-eval), not at every validation
+        items = None if mapping is not None or output_dir is None else _item_attributes(_base_dataset(loader.dataset))
+        box_labels: list = []  # per ground-truth box, its item labels (DeepFashion2's items.json)
         for batch in loader:
             if not batch["metas"]:
                 continue  # every image of the batch was unreadable (skipped by the dataset)
@@ -163,17 +189,33 @@ class DetectionTask(Task):
                 image_id = int(meta["image_id"])
                 record = records[image_id] if records else self._record_for(meta["path"])
                 h, w = meta["orig_size"]
-                images.append({"id": image_id, "height": h, "width": w, "boxes": record.boxes})
-                results += M.predictions_to_coco(image_id, pred["boxes"].numpy(),
-                                                 pred["scores"].numpy(), pred["labels"].numpy())
+                boxes, scores, labels = pred["boxes"].numpy(), pred["scores"].numpy(), pred["labels"].numpy()
+                truth = record.boxes
+                if mapping is not None:  # both sides into the common classes; unmapped ones counted
+                    truth = mapping.boxes(record.boxes)
+                    labels, keep = mapping.labels(labels)
+                    dropped[0] += len(record.boxes) - len(truth)
+                    dropped[1] += int((~keep).sum())
+                    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+                images.append({"id": image_id, "height": h, "width": w, "boxes": truth})
+                if items is not None:
+                    rows = (items["images"].get(record.path) or {}).get("items") or []
+                    box_labels.extend(rows if len(rows) == len(truth) else [None] * len(truth))
+                results += M.predictions_to_coco(image_id, boxes, scores, labels)
         model.train(was_training)
-        gt = M.gt_to_coco(images, self.class_names)
+        names = list(mapping.names) if mapping is not None else self.class_names
+        gt = M.gt_to_coco(images, names)
         extra = {"ms_per_image": 1000.0 * seconds / max(len(images), 1)}
+        if mapping is not None:
+            extra["class_map"] = {**mapping.report, "ground_truth_boxes_unmapped": dropped[0],
+                                  "predictions_unmapped": dropped[1]}
+        if items is not None:
+            extra["subsets"] = M.subset_metrics(gt, results, items["fields"], box_labels)
         op_conf = self.cfg.conf
         if output_dir is not None:
-            metrics = M.write_report(output_dir, gt, results, self.class_names, op_conf, 0.5, extra)
+            metrics = M.write_report(output_dir, gt, results, names, op_conf, 0.5, extra)
         else:
-            metrics = M.summarize(gt, results, self.class_names)
+            metrics = M.summarize(gt, results, names)
             op, _ = M.match_operating_point(gt, results, op_conf, 0.5)
             metrics.update(precision=op["precision"], recall=op["recall"], **extra)
         return metrics
