@@ -89,13 +89,17 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
     return dict(zip(keys, tensor.tolist()))
 
 
-def all_true(flag: bool, device: torch.device) -> bool:
-    """True only when ``flag`` holds on every rank (so all ranks take the same branch)."""
+def all_true(flag: torch.Tensor) -> torch.Tensor:
+    """``flag`` (a bool tensor on the device) held on every rank, as a device tensor: no host read.
+
+    One MIN all-reduce when distributed, so that every rank takes the same branch; the caller
+    reads the result once.
+    """
     if not (dist.is_available() and dist.is_initialized()):
         return flag
-    tensor = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    tensor = flag.reshape(1).to(torch.int32)
     dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
-    return bool(tensor.item())
+    return tensor[0].bool()
 
 
 def all_reduce_max(values: list[float], device: torch.device) -> list[float]:
