@@ -150,7 +150,8 @@ def run_family(key: str, args: argparse.Namespace, budget_s: float, image_size: 
 # ----------------------------------------------------------------------------- over seeds
 #: the figures summarised over seeds (those a row has)
 FIGURES = ("map50", "map50_95", "val_map50", "val_map50_95", "miou", "miou_gt_classes", "pixel_accuracy",
-           "val_miou", "val_miou_gt_classes", "ms_per_image", "img_per_s", "steps", "epochs")
+           "val_miou", "val_miou_gt_classes", "val_pixel_accuracy", "ms_per_image", "val_ms_per_image",
+           "miou_no_tta", "miou_tta_flip", "miou_tta_flip_scales", "img_per_s", "steps", "epochs")
 #: per family: the headline figure of the final table and the val figure decisions are made on
 HEADLINE = {"detection": ("map50", "val_map50"), "segmentation": ("miou", "val_miou")}
 TARGET = 1.5

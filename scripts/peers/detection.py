@@ -28,9 +28,10 @@ Both sides are decoded alike and pick their checkpoint alike:
   ``eval_conf``/``eval_iou``/``max_det`` of ``configs/model/yolo.yaml``). ultralytics' own
   ``val`` is multi-label, its ``predict`` single-label: the peer's ``predict`` runs with
   multi-label NMS (:func:`multi_label_nms`), as its validator does;
-* checkpoint: ``best.pt`` for both, the weights each trainer picked on val (ours validates at
-  ``trainer.val_every``; ultralytics with ``val=False`` validates the final epoch; at the CPU
-  budgets both validate once, at the end, so best is the final EMA weights for both);
+* checkpoint: ``best.pt`` for both, the weights each trainer picked on val (ours validates
+  every ``trainer.val_every`` epochs and when the budget ends; ultralytics with ``val=False``
+  validates the final epoch; at the CPU budgets both validate once, at the end, so best is
+  the final EMA weights for both);
 * both are scored on the val split (for choosing the peer's configuration) and on ``split``
   (the final table), by our evaluator, at the original resolution.
 
