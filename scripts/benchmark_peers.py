@@ -160,7 +160,7 @@ TARGET = 1.5
 def aggregate(rows: list[dict]) -> list[dict]:
     """Rows of every seed -> one row per contestant (same family and name), first-seen order:
     its settings, ``seeds``, ``runs`` (each seed's figures) and for every figure of
-    :data:`FIGURES` a ``{mean, std, min, max, n}`` (None where no seed has it)."""
+    :data:`FIGURES` that some seed has a ``{mean, std, min, max, n}``."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row.get("family"), row.get("name")), []).append(row)
@@ -174,7 +174,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
                       runs=[{"seed": r.get("seed"), "skipped": r.get("skipped"),
                              **{k: r.get(k) for k in FIGURES if r.get(k) is not None}} for r in runs])
         for figure in FIGURES:
-            merged[figure] = spread([r.get(figure) for r in scored])
+            summary = spread([r.get(figure) for r in scored])
+            if summary is not None:  # a family's own figures only (no mIoU on a detector's row)
+                merged[figure] = summary
         out.append(merged)
     return out
 
