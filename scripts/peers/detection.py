@@ -8,8 +8,32 @@ on the ``split`` images are scored by **our** evaluator (COCO mAP through pycoco
 * ``ours``: ``fashion-train experiment=yolo_cpu_12m`` (CPU) or ``yolo_ccp_3min`` (GPU), then
   ``fashion-eval``;
 * ``yolov8n`` (CPU), ``yolov8s`` and ``yolov3u`` (GPU): ultralytics from a model YAML (no
-  weights), its defaults, ``time=`` budget in hours, ``plots=False``, AMP check off, trained on
-  a YOLO-format copy of our converted split written into the run folder (hard links).
+  weights), ``time=`` budget in hours, ``plots=False``, AMP check off, trained on a YOLO-format
+  copy of our converted split written into the run folder (hard links), in each of the
+  configurations its users would pick (:data:`PEER_CONFIGS`, ``--peer-configs``):
+
+  - ``sgd``: ultralytics' own SGD hyperparameters, ``optimizer=SGD lr0=0.01 momentum=0.937``,
+    with ``nbs`` = the batch (an update every batch, no gradient accumulation);
+  - ``adamw``: ``optimizer=AdamW lr0=0.001``, ``nbs`` = the batch;
+  - ``auto``: ultralytics' defaults (``optimizer=auto``, ``nbs=64``). On 640 images with
+    ``epochs=1000`` it plans under 10,000 iterations, so it picks AdamW at
+    ``0.002 * 5 / (4 + nc)`` (about 1.7e-4 for CCP's 56 classes) and accumulates to 64 images
+    per update: the README's old figures measured this one.
+
+  The benchmark compares our recipe with the best of them **on val** (``benchmark_peers.py``).
+
+Both sides are decoded alike and pick their checkpoint alike:
+
+* decoding: multi-label NMS at ``conf 0.001``, ``IoU 0.6``, at most 300 boxes (ours:
+  ``eval_conf``/``eval_iou``/``max_det`` of ``configs/model/yolo.yaml``). ultralytics' own
+  ``val`` is multi-label, its ``predict`` single-label: the peer's ``predict`` runs with
+  multi-label NMS (:func:`multi_label_nms`), as its validator does;
+* checkpoint: ``best.pt`` for both, the weights each trainer picked on val (ours validates
+  every ``trainer.val_every`` epochs and when the budget ends; ultralytics with ``val=False``
+  validates the final epoch; at the CPU budgets both validate once, at the end, so best is
+  the final EMA weights for both);
+* both are scored on the val split (for choosing the peer's configuration) and on ``split``
+  (the final table), by our evaluator, at the original resolution.
 
 ultralytics is the optional extra ``pip install -e ".[peers]"``; the package never imports
 it. When it is missing (or listed in ``FASHION_PEERS_DISABLE``, e.g. to test the skip path)
@@ -25,7 +49,6 @@ import argparse
 import importlib.util
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -33,9 +56,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: the peers package
+
+from peers.common import REPO, read_json, set_torch_threads, shown, start  # noqa: E402
+
 PEERS_DISABLE_ENV = "FASHION_PEERS_DISABLE"  # comma-separated: "ultralytics" acts as if it were not installed
 EVAL_CONF, EVAL_IOU, MAX_DET = 0.001, 0.6, 300  # our evaluator's settings (configs/model/yolo.yaml)
+VAL_SPLIT = "val"  # where the peer's configuration is chosen
+
+#: the ultralytics configurations a user would pick for a short run; ``nbs: "batch"`` = the
+#: nominal batch equals the real one, so ultralytics updates every batch (no accumulation)
+PEER_CONFIGS: dict[str, dict] = {
+    "sgd": {"optimizer": "SGD", "lr0": 0.01, "momentum": 0.937, "nbs": "batch"},
+    "adamw": {"optimizer": "AdamW", "lr0": 0.001, "nbs": "batch"},
+    "auto": {"optimizer": "auto"},
+}
+DEFAULT_PEER_CONFIGS = ("sgd", "adamw", "auto")
 
 
 @dataclass(frozen=True)
@@ -44,16 +80,39 @@ class Contestant:
     kind: str      # "ours" or "ultralytics"
     model: str     # our experiment config, or the ultralytics model YAML (from scratch)
     batch: int
+    config: str | None = None  # the ultralytics configuration (a key of PEER_CONFIGS)
+
+    @property
+    def folder(self) -> str:
+        stem = self.model.replace(".yaml", "")
+        return f"{stem}_{self.config}" if self.config else stem
+
+    @property
+    def peer(self) -> str | None:
+        """The peer model this row is one configuration of (``ultralytics YOLOv8n``), None for ours."""
+        return self.name.split(" (")[0] if self.kind == "ultralytics" else None
 
 
-def contestants(device: str) -> list[Contestant]:
-    """CPU: our recipe vs YOLOv8n; GPU: our 3-minute recipe vs YOLOv8s and YOLOv3u (issue 9)."""
+def describe_config(config: str, batch: int) -> str:
+    """``optimizer=SGD lr0=0.01 momentum=0.937 nbs=16`` (what the row's name says)."""
+    values = {k: (batch if v == "batch" else v) for k, v in PEER_CONFIGS[config].items()}
+    return " ".join(f"{k}={v}" for k, v in values.items()) + ("" if "nbs" in values else " nbs=64")
+
+
+def contestants(device: str, peer_configs: tuple[str, ...] | list[str] = DEFAULT_PEER_CONFIGS) -> list[Contestant]:
+    """CPU: our recipe vs YOLOv8n; GPU: our 3-minute recipe vs YOLOv8s and YOLOv3u (issue 9);
+    each ultralytics model once per configuration of ``peer_configs``."""
+    unknown = [c for c in peer_configs if c not in PEER_CONFIGS]
+    if unknown:
+        raise ValueError(f"unknown peer configuration(s) {unknown}; valid: {', '.join(PEER_CONFIGS)}")
     if device.startswith("cuda"):
-        return [Contestant("ours: YOLOv3 yolo_ccp_3min", "ours", "yolo_ccp_3min", 32),
-                Contestant("ultralytics YOLOv8s", "ultralytics", "yolov8s.yaml", 32),
-                Contestant("ultralytics YOLOv3u", "ultralytics", "yolov3u.yaml", 32)]
-    return [Contestant("ours: YOLOv3 yolo_cpu_12m", "ours", "yolo_cpu_12m", 16),
-            Contestant("ultralytics YOLOv8n", "ultralytics", "yolov8n.yaml", 16)]
+        ours, batch = Contestant("ours: YOLOv3 yolo_ccp_3min", "ours", "yolo_ccp_3min", 32), 32
+        peers = [("ultralytics YOLOv8s", "yolov8s.yaml"), ("ultralytics YOLOv3u", "yolov3u.yaml")]
+    else:
+        ours, batch = Contestant("ours: YOLOv3 yolo_cpu_12m", "ours", "yolo_cpu_12m", 16), 16
+        peers = [("ultralytics YOLOv8n", "yolov8n.yaml")]
+    return [ours] + [Contestant(f"{name} ({describe_config(config, batch)})", "ultralytics", model, batch, config)
+                     for name, model in peers for config in peer_configs]
 
 
 def ultralytics_missing() -> str | None:
@@ -73,62 +132,64 @@ def _worker_command(c: Contestant, dataset_dir: Path, split: str, budget_s: floa
            "--split", split, "--budget", f"{budget_s:g}", "--image-size", str(image_size),
            "--threads", str(threads), "--batch", str(c.batch), "--device", device, "--out", str(out),
            "--seed", str(seed)]
+    if c.config:
+        cmd += ["--peer-config", c.config]
     return cmd + (["--quick"] if quick else [])
 
 
-def thread_env(threads: int) -> dict[str, str]:
-    """The environment of a contestant process: ``threads`` OpenMP/MKL threads, offline ultralytics."""
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), YOLO_OFFLINE="1")
-    src = str(REPO / "src")
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
+def slots(threads: int, side_by_side: bool, cores: int | None = None) -> int:
+    """How many contestants run at once: 1 one after another, else the cores over the threads
+    (never more threads than cores, so that each contestant keeps its share of the machine)."""
+    if not side_by_side:
+        return 1
+    return max(1, (cores or os.cpu_count() or 1) // max(1, threads))
 
 
 def run_detection(dataset_dir: Path, split: str, budget_s: float, image_size: int, threads: int,
-                  out_dir: Path, device: str, quick: bool, side_by_side: bool = False, seed: int = 0) -> list[dict]:
+                  out_dir: Path, device: str, quick: bool, side_by_side: bool = False, seed: int = 0,
+                  peer_configs: tuple[str, ...] | list[str] = DEFAULT_PEER_CONFIGS) -> list[dict]:
     """Train and score every detection contestant; one result dict each (see module docstring).
 
-    ``side_by_side`` starts all contestants at once (each with ``threads`` threads: give them
-    one each on a 2-core machine), otherwise they run one after another. ``seed`` goes to every
-    contestant (our ``trainer.seed``: initialisation, data order and augmentation; ultralytics'
-    ``seed=``), so repeat runs with other seeds show how much of a gap is run-to-run noise.
+    ``side_by_side`` runs as many contestants at once as the cores allow at ``threads`` threads
+    each (:func:`slots`: on 2 cores with 1 thread, two at a time: ours beside the first peer
+    configuration, then the next two), otherwise one after another. ``seed`` goes to every contestant (our ``trainer.seed``:
+    initialisation, data order and augmentation; ultralytics' ``seed=``), so repeat runs with
+    other seeds show how much of a gap is run-to-run noise. Each row has the ``split`` figures
+    (``map50``, ``map50_95``) and the val figures (``val_map50``, ``val_map50_95``), and for the
+    peer its ``peer`` (model) and ``config``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     missing = ultralytics_missing()
     jobs, results = [], {}
-    for c in contestants(device):
-        folder = out_dir / c.model.replace(".yaml", "")
+    for c in contestants(device, peer_configs):
+        folder = out_dir / c.folder
         cmd = _worker_command(c, Path(dataset_dir), split, budget_s, image_size, threads, folder, device, quick, seed)
-        base = {"name": c.name, "family": "detection", "budget_s": float(budget_s), "steps": None, "epochs": None,
-                "img_per_s": None, "map50": None, "map50_95": None, "command": shlex.join(cmd), "skipped": None}
+        base = {"name": c.name, "family": "detection", "kind": c.kind, "peer": c.peer, "config": c.config,
+                "budget_s": float(budget_s), "steps": None, "epochs": None, "img_per_s": None,
+                "map50": None, "map50_95": None, "val_map50": None, "val_map50_95": None,
+                "command": shown(cmd, threads), "skipped": None}
         if c.kind == "ultralytics" and missing:
             results[c.name] = {**base, "skipped": missing}
             print(f"[peers] {c.name}: skipped: {missing}", flush=True)
             continue
         jobs.append((c, folder, cmd, base))
-    running = []
+    running, at_once = [], slots(threads, side_by_side)
     for c, folder, cmd, base in jobs:
-        folder.mkdir(parents=True, exist_ok=True)
-        log = open(folder / "worker.log", "w")
-        print(f"[peers] start {c.name}: {shlex.join(cmd)}", flush=True)
-        proc = subprocess.Popen(cmd, env=thread_env(threads), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        running.append((c, folder, proc, log, base))
-        if not side_by_side:
-            proc.wait()
-    for c, folder, proc, log, base in running:
-        code = proc.wait()
-        log.close()
+        while sum(st.process.poll() is None for _, _, st, _ in running) >= at_once:
+            time.sleep(0.5)
+        running.append((c, folder, start(cmd, folder / "worker.log", threads), base))
+    for c, folder, started, base in running:
+        code = started.close()
         result_file = folder / "result.json"
         if code != 0 or not result_file.is_file():
-            tail = (folder / "worker.log").read_text(errors="replace").strip().splitlines()[-3:]
-            results[c.name] = {**base, "skipped": f"failed (exit {code}): {' | '.join(tail)}"}
+            results[c.name] = {**base, "skipped": f"failed (exit {code}): {started.tail()}"}
             print(f"[peers] {c.name}: FAILED, see {folder / 'worker.log'}", flush=True)
             continue
-        results[c.name] = {**base, **json.loads(result_file.read_text())}
-        print(f"[peers] {c.name}: mAP50 {results[c.name]['map50']:.4f}", flush=True)
-    return [results[c.name] for c in contestants(device) if c.name in results]
+        results[c.name] = {**base, **read_json(result_file)}
+        print(f"[peers] {c.name}: mAP50 {results[c.name]['map50']:.4f} "
+              f"(val {results[c.name]['val_map50']:.4f})", flush=True)
+    return [results[c.name] for c in contestants(device, peer_configs) if c.name in results]
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -160,12 +221,15 @@ def score_boxes(dataset_dir: Path, split: str, predictions: list[tuple]) -> dict
 
 # ----------------------------------------------------------------------------- workers
 def _run(cmd: list[str], log_prefix: str) -> None:
-    print(f"{log_prefix}$ {shlex.join(cmd)}", flush=True)
+    print(f"{log_prefix}$ {shown(cmd)}", flush=True)
     subprocess.run(cmd, check=True, cwd=REPO)
 
 
-def ours_commands(a: argparse.Namespace, run: Path) -> tuple[list[str], list[str]]:
-    """The fashion-train and fashion-eval command lines of our contestant (run folder ``run``)."""
+def ours_commands(a: argparse.Namespace, run: Path, split: str | None = None) -> tuple[list[str], list[str]]:
+    """The fashion-train and fashion-eval command lines of our contestant (run folder ``run``;
+    the evaluation on ``split``, by default ``a.split``, into ``run/eval_<split>``). fashion-eval
+    reads ``best.pt``: the checkpoint our trainer picked on val."""
+    split = split or a.split
     train = [sys.executable, "-m", "fashionvision.cli.train", f"experiment={a.model}", f"dataset.path={a.dataset}",
              f"trainer.max_time={a.budget}s", f"model.image_size={a.image_size}", f"trainer.device={a.device}",
              f"hydra.run.dir={run}"]
@@ -176,20 +240,23 @@ def ours_commands(a: argparse.Namespace, run: Path) -> tuple[list[str], list[str
     if a.quick:  # a smoke test of the pipeline: tiny model and data
         train += ["model.width=0.0625", "anchors=coco", "trainer.limit_images=4", "trainer.batch_size=2",
                   "trainer.val_every=1000", "trainer.cache_images=false"]
-    evaluate = [sys.executable, "-m", "fashionvision.cli.eval", f"ckpt={run}", f"split={a.split}",
-                f"device={a.device}", f"output={run / 'eval'}", "workers=0", f"hydra.run.dir={run / 'eval'}"]
+    folder = run / f"eval_{split}"
+    evaluate = [sys.executable, "-m", "fashionvision.cli.eval", f"ckpt={run}", f"split={split}",
+                f"device={a.device}", f"output={folder}", "workers=0", f"hydra.run.dir={folder}"]
     return train, evaluate
 
 
 def work_ours(a: argparse.Namespace) -> dict:
-    """Our recipe: fashion-train for the budget, then fashion-eval on the split."""
+    """Our recipe: fashion-train for the budget, then fashion-eval on val and on the split."""
     run = Path(a.out) / "run"
     shutil.rmtree(run, ignore_errors=True)
     train, evaluate = ours_commands(a, run)
+    _, evaluate_val = ours_commands(a, run, VAL_SPLIT)
     _run(train, "[ours] ")
+    _run(evaluate_val, "[ours] ")
     _run(evaluate, "[ours] ")
-    summary = json.loads((run / "metrics.json").read_text())
-    report = json.loads((run / "eval" / "metrics.json").read_text())
+    summary = read_json(run / "metrics.json")
+    report, val = read_json(run / f"eval_{a.split}" / "metrics.json"), read_json(run / f"eval_{VAL_SPLIT}" / "metrics.json")
     from fashionvision.engine.checkpoint import load_checkpoint
 
     batch = int(load_checkpoint(run / "checkpoints" / "last.pt").get("trainer", {}).get("batch_size", a.batch))
@@ -197,7 +264,9 @@ def work_ours(a: argparse.Namespace) -> dict:
     return {"steps": int(summary["steps"]), "epochs": int(summary["epochs"]),
             "img_per_s": round(summary["steps"] * batch / max(seconds, 1e-9), 2), "train_seconds": seconds,
             "map50": float(report["map50"]), "map50_95": float(report["map"]),
-            "command": f"{shlex.join(train)} && {shlex.join(evaluate)}"}
+            "val_map50": float(val["map50"]), "val_map50_95": float(val["map"]),
+            "ms_per_image": report.get("ms_per_image"), "checkpoint": "best.pt",
+            "command": f"{shown(train)} && {shown(evaluate)}"}
 
 
 def yolo_dataset(dataset_dir: Path, folder: Path, splits=("train", "val")) -> Path:
@@ -233,7 +302,8 @@ def yolo_dataset(dataset_dir: Path, folder: Path, splits=("train", "val")) -> Pa
 
 
 def ultralytics_train_args(a: argparse.Namespace, data_yaml: Path) -> dict:
-    """``YOLO.train`` keywords: ultralytics' defaults but our budget, image size, batch, device and seed."""
+    """``YOLO.train`` keywords: ultralytics' defaults but our budget, image size, batch, device
+    and seed, and the optimizer settings of ``a.peer_config`` (:data:`PEER_CONFIGS`)."""
     out = Path(a.out)
     args = dict(data=str(data_yaml), epochs=1000, time=a.budget / 3600.0, imgsz=a.image_size, batch=a.batch,
                 workers=0 if a.threads == 1 else min(a.threads, 8), device=a.device.replace("cuda:", "").replace("cuda", "0"),
@@ -241,14 +311,41 @@ def ultralytics_train_args(a: argparse.Namespace, data_yaml: Path) -> dict:
                 exist_ok=True, seed=a.seed, verbose=False)
     if a.quick:
         args.update(batch=2, fraction=0.01, mosaic=0.0)
+    config = PEER_CONFIGS[getattr(a, "peer_config", None) or "auto"]
+    args.update({k: (args["batch"] if v == "batch" else v) for k, v in config.items()})
     return args
 
 
-def work_ultralytics(a: argparse.Namespace) -> dict:
-    """An ultralytics model from its YAML (no weights), its defaults, our budget and image size."""
-    import torch
+def multi_label_nms():
+    """Make ultralytics' ``predict`` decode as its ``val`` (and our evaluator) do: multi-label
+    NMS (a box may keep several classes), and no per-image time limit that would cut the list
+    short on a slow CPU. Returns the function that undoes it."""
+    from ultralytics.utils import nms
 
-    torch.set_num_threads(a.threads)
+    original = nms.non_max_suppression
+
+    def non_max_suppression(*args, **kwargs):
+        kwargs.update(multi_label=True, max_time_img=60.0)
+        return original(*args, **kwargs)
+
+    nms.non_max_suppression = non_max_suppression
+    return lambda: setattr(nms, "non_max_suppression", original)
+
+
+def predict_split(model, dataset_dir: Path, split: str, image_size: int, device: str) -> list[tuple]:
+    """The peer's boxes on every image of ``split``: ``[(xyxy original px, scores, labels)]``."""
+    predictions = []
+    for path, _ in split_images(dataset_dir, split):
+        r = model.predict(str(path), imgsz=image_size, conf=EVAL_CONF, iou=EVAL_IOU, max_det=MAX_DET,
+                          device=device, verbose=False)[0]
+        predictions.append((r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(), r.boxes.cls.cpu().numpy()))
+    return predictions
+
+
+def work_ultralytics(a: argparse.Namespace) -> dict:
+    """An ultralytics model from its YAML (no weights) in configuration ``a.peer_config``, our
+    budget and image size; ``best.pt`` scored on val and on the split."""
+    set_torch_threads(a.threads)
     out = Path(a.out)
     os.environ.setdefault("YOLO_CONFIG_DIR", str(out / "ultralytics_config"))
     import ultralytics.data.utils as ud
@@ -264,21 +361,30 @@ def work_ultralytics(a: argparse.Namespace) -> dict:
     trainer = model.trainer
     epochs = int(trainer.epoch) + 1
     steps = epochs * len(trainer.train_loader)
-    weights = Path(trainer.last if Path(trainer.last).is_file() else trainer.best)
+    # the same rule as ours: the checkpoint the trainer picked on val (last.pt only if it wrote no best.pt)
+    weights = Path(trainer.best if Path(trainer.best).is_file() else trainer.last)
     best = YOLO(str(weights))
-    predictions = []
-    for path, _ in split_images(Path(a.dataset), a.split):
-        r = best.predict(str(path), imgsz=a.image_size, conf=EVAL_CONF, iou=EVAL_IOU, max_det=MAX_DET,
-                         device=args["device"], verbose=False)[0]
-        predictions.append((r.boxes.xyxy.cpu().numpy(), r.boxes.conf.cpu().numpy(), r.boxes.cls.cpu().numpy()))
+    undo = multi_label_nms()
+    try:
+        started = time.perf_counter()
+        predictions = predict_split(best, Path(a.dataset), a.split, a.image_size, args["device"])
+        ms = 1000.0 * (time.perf_counter() - started) / max(len(predictions), 1)
+        val_predictions = predict_split(best, Path(a.dataset), VAL_SPLIT, a.image_size, args["device"])
+    finally:
+        undo()
     scores = score_boxes(Path(a.dataset), a.split, predictions)
+    val = score_boxes(Path(a.dataset), VAL_SPLIT, val_predictions)
     call = ", ".join(f"{k}={v!r}" for k, v in args.items())
     return {"steps": steps, "epochs": epochs, "img_per_s": round(steps * args["batch"] / max(seconds, 1e-9), 2),
             "train_seconds": round(seconds, 1), "map50": scores["map50"], "map50_95": scores["map50_95"],
+            "val_map50": val["map50"], "val_map50_95": val["map50_95"], "ms_per_image": round(ms, 2),
+            "checkpoint": weights.name, "accumulate": int(getattr(trainer, "accumulate", 0) or 0) or None,
+            "optimizer": type(trainer.optimizer).__name__ if getattr(trainer, "optimizer", None) else None,
             "command": f"YOLO({a.model!r}).train({call})"}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The worker's arguments (one contestant process)."""
     p = argparse.ArgumentParser(description="one detection contestant (run by scripts/benchmark_peers.py)")
     p.add_argument("kind", choices=["ours", "ultralytics"])
     for name in ("model", "dataset", "split", "device", "out"):
@@ -287,8 +393,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("image-size", "threads", "batch"):
         p.add_argument(f"--{name}", type=int, required=True)
     p.add_argument("--seed", type=int, default=0, help="our trainer.seed and ultralytics' seed")
+    p.add_argument("--peer-config", choices=list(PEER_CONFIGS), default="auto",
+                   help="the ultralytics configuration: " + "; ".join(
+                       f"{k}: {describe_config(k, 'BATCH')}" for k in PEER_CONFIGS))
     p.add_argument("--quick", action="store_true")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     result = work_ours(a) if a.kind == "ours" else work_ultralytics(a)
     (Path(a.out) / "result.json").write_text(json.dumps(result, indent=2))

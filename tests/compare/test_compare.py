@@ -39,7 +39,7 @@ def test_compare_cli_writes_every_section_on_one_image_list(tiny_runs, tiny_ccp,
     assert report["grid_images"] == test_paths[:2]
     for family in ("detector", "segmenter"):
         assert {"map", "map50", "per_class"} <= set(report["detection"][family])
-        assert {"miou", "pixel_acc", "per_class", "miou_shared_classes"} <= set(report["segmentation"][family])
+        assert {"miou", "miou_gt_classes", "pixel_acc", "per_class", "miou_shared_classes"} <= set(report["segmentation"][family])
         speed = report["speed"][family]
         assert speed["params"] > 0 and speed["gflops"] > 0
         assert speed["ms_per_image_small"] > 0 and speed["images_per_s_large"] > 0

@@ -7,8 +7,8 @@ import torch
 from fashionvision.data.converted import ConvertedDataset
 from fashionvision.families.yolov3.task import YOLOv3Task as DetectionTask
 
-MODEL_CFG = {"name": "yolo", "width": 0.125, "depth": 0.34, "image_size": 96,
-             "rect_eval": False}  # the same square letterbox for training and evaluation items
+# training items letterboxed to the same square as evaluation items
+MODEL_CFG = {"name": "yolo", "width": 0.125, "depth": 0.34, "image_size": 96}
 COLOUR_ONLY = {"hflip": 0.0, "vflip": 0.0, "hsv_h": 0.02, "hsv_s": 0.6, "hsv_v": 0.4, "contrast": 0.3,
                "scale": [1.0, 1.0], "translate": 0.0, "rotate": 0.0, "crop": 0.0, "mosaic": 0.0}
 

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from fashionvision.data.converted import ConvertedDataset
-from fashionvision.data.dataset import FashionDataset
 from fashionvision.data.image_io import read_image
 from fashionvision.inference.predictor import load_predictor, prepare_images
 from fashionvision.inference.files import predict_source
@@ -40,7 +39,7 @@ def test_prepare_images_matches_the_evaluation_dataset(tiny_ccp, model_cfg):
     """Inference input pixels and metas are exactly what fashion-eval feeds the model."""
     data = ConvertedDataset.open(tiny_ccp)
     task = build_task(model_cfg, data, None, {"name": "coco"})
-    dataset = FashionDataset(data, "test", 96, False, None, task=task.name)
+    dataset = task.build_dataset("test", train=False)  # what fashion-eval and validation read
     items = [dataset[i] for i in range(len(dataset))]
     images = [read_image(p) for p in dataset.image_paths]
     batch, metas = prepare_images(task, images)

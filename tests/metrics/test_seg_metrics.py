@@ -45,8 +45,11 @@ def test_metrics_match_hand_computation():
     ious = [r["iou"] for r in m["per_class"]]
     assert ious[:4] == pytest.approx([1 / 2, 1 / 3, 1 / 2, 0.0])
     assert ious[4] is None
-    assert m["classes_present"] == 3
-    assert m["miou"] == pytest.approx((1 / 2 + 1 / 3 + 1 / 2) / 3)          # present in GT only
+    assert m["classes_present"] == 3 and m["classes_scored"] == 4
+    # the standard mIoU (mmsegmentation, torchmetrics): classes in the GT or the predictions,
+    # so the hallucinated dress counts with its 0; hat (never seen, never predicted) is left out
+    assert m["miou"] == pytest.approx((1 / 2 + 1 / 3 + 1 / 2 + 0) / 4)
+    assert m["miou_gt_classes"] == pytest.approx((1 / 2 + 1 / 3 + 1 / 2) / 3)  # present in GT only
     assert m["miou_all"] == pytest.approx((1 / 2 + 1 / 3 + 1 / 2 + 0 + 0) / 5)
     assert m["pixel_acc"] == pytest.approx(4 / 7)
     assert m["mean_class_acc"] == pytest.approx((2 / 3 + 1 / 2 + 1 / 2) / 3)
@@ -64,6 +67,33 @@ def test_pixel_accuracy_hides_what_miou_shows():
     assert m["pixel_acc"] == pytest.approx(0.95)
     assert m["per_class"][1]["iou"] == 0.0
     assert m["miou"] == pytest.approx((1.0 + 0.0 + 0.5) / 3)
+
+
+def test_standard_miou_on_a_hand_made_matrix():
+    """Rows ground truth, columns prediction: background, shirt, skirt, dress, hat, scarf."""
+    cm = np.array([
+        [50, 2, 0, 3, 0, 0],  # background: 3 pixels called dress
+        [4, 10, 0, 0, 0, 0],  # shirt
+        [0, 0, 6, 2, 0, 0],   # skirt: 2 pixels called dress
+        [0, 0, 0, 0, 0, 0],   # dress: never in the ground truth, predicted on 5 pixels
+        [0, 0, 0, 0, 0, 0],   # hat: never seen, never predicted
+        [0, 1, 0, 0, 0, 3],   # scarf
+    ])
+    m = metrics_from_confusion(cm, ["background", "shirt", "skirt", "dress", "hat", "scarf"])
+    iou = {"background": 50 / (55 + 54 - 50), "shirt": 10 / (14 + 13 - 10), "skirt": 6 / (8 + 6 - 6),
+           "dress": 0.0, "scarf": 3 / (4 + 3 - 3)}
+    assert [r["iou"] for r in m["per_class"]] == pytest.approx(
+        [iou["background"], iou["shirt"], iou["skirt"], 0.0, None, iou["scarf"]])
+    assert m["miou"] == pytest.approx(sum(iou.values()) / 5)
+    assert m["miou_gt_classes"] == pytest.approx((sum(iou.values()) - iou["dress"]) / 4)
+    assert m["miou"] < m["miou_gt_classes"]  # the false alarms of the absent class are charged
+    assert m["miou_all"] == pytest.approx(sum(iou.values()) / 6)
+    assert (m["classes_scored"], m["classes_present"]) == (5, 4)
+    # nothing predicted outside the ground truth: both conventions agree
+    clean = cm.copy()
+    clean[:, 3] = 0
+    clean = metrics_from_confusion(clean)
+    assert clean["miou"] == pytest.approx(clean["miou_gt_classes"])
 
 
 def test_out_of_range_values_are_not_counted():

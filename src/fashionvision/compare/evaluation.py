@@ -167,8 +167,9 @@ def evaluate_both(detector: Predictor, segmenter: Predictor, data: ConvertedData
     mapped = sorted({0, *seg_to_det})
     for kind, matrix in matrices.items():
         metrics = metrics_from_confusion(matrix.matrix.numpy(), seg_classes)
-        present = [metrics["per_class"][c]["iou"] for c in mapped if metrics["per_class"][c]["present"]]
-        metrics["miou_shared_classes"] = float(np.mean(present)) if present else 0.0
+        # the same convention as ``miou``: classes in the ground truth or in the predictions
+        scored = [metrics["per_class"][c]["iou"] for c in mapped if metrics["per_class"][c]["iou"] is not None]
+        metrics["miou_shared_classes"] = float(np.mean(scored)) if scored else 0.0
         result.segmentation[kind] = metrics
     return result
 

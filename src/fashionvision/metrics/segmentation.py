@@ -8,9 +8,14 @@ it, so mIoU and per-class IoU are reported beside it.
 
 Conventions (rows = ground truth, columns = prediction):
 
-* ``miou``: mean IoU over the classes present in the split's ground truth. A class that is
-  never in the ground truth has no meaningful IoU (it can only be 0 or undefined); the
-  hallucinations of such classes still lower the IoU of the classes they cover.
+* ``miou`` (the headline, the convention of mmsegmentation and torchmetrics): per-class IoU
+  over the whole split, averaged over every class that occurs in the ground truth **or** in the
+  predictions. A class predicted but absent from the ground truth counts with IoU 0, so a
+  decoding that moves pixels toward rare classes (logit adjustment) pays for its false alarms.
+  Classes neither seen nor predicted have no IoU and are left out.
+* ``miou_gt_classes``: the lenient figure this project reported before (issue 25): the mean
+  over the classes present in the ground truth only; a hallucinated class still lowers the IoU
+  of the classes it covers, but its own 0 is not averaged in.
 * ``miou_all``: the sum of IoU over **all** classes divided by the class count, a class that
   never occurs and is never predicted counting as 0: the stricter figure, comparable across
   splits that lack some classes only in the same way.
@@ -77,8 +82,10 @@ def metrics_from_confusion(matrix: np.ndarray, class_names: list[str] | None = N
     """Metrics of a confusion matrix (rows ground truth, columns prediction).
 
     Returns:
-        a JSON-ready dict: ``miou``, ``miou_all``, ``pixel_acc``, ``mean_class_acc``,
-        ``fwiou``, ``classes_present``, ``num_classes``, ``pixels``, and ``per_class``: a
+        a JSON-ready dict: ``miou``, ``miou_gt_classes``, ``miou_all``, ``pixel_acc``,
+        ``mean_class_acc``, ``fwiou``, ``classes_present`` (in the ground truth),
+        ``classes_scored`` (in the ground truth or the predictions: the classes ``miou``
+        averages), ``num_classes``, ``pixels``, and ``per_class``: a
         list of ``{class, iou, acc, gt_pixels, pred_pixels, present}`` (``iou``/``acc`` None
         where undefined).
     """
@@ -97,14 +104,17 @@ def metrics_from_confusion(matrix: np.ndarray, class_names: list[str] | None = N
         iou = np.where(union > 0, tp / union, np.nan)
         acc = np.where(gt > 0, tp / gt, np.nan)
     present = gt > 0
-    n_present = int(present.sum())
+    scored = union > 0  # in the ground truth or in the predictions
+    n_present, n_scored = int(present.sum()), int(scored.sum())
     return {
-        "miou": float(iou[present].mean()) if n_present else 0.0,
+        "miou": float(iou[scored].mean()) if n_scored else 0.0,
+        "miou_gt_classes": float(iou[present].mean()) if n_present else 0.0,
         "miou_all": float(np.nan_to_num(iou, nan=0.0).sum() / c),
         "pixel_acc": float(tp.sum() / total) if total else 0.0,
         "mean_class_acc": float(acc[present].mean()) if n_present else 0.0,
         "fwiou": float((gt[present] * iou[present]).sum() / total) if total else 0.0,
         "classes_present": n_present,
+        "classes_scored": n_scored,
         "num_classes": c,
         "pixels": int(total),
         "per_class": [
@@ -118,7 +128,7 @@ def metrics_from_confusion(matrix: np.ndarray, class_names: list[str] | None = N
 
 def scalar_metrics(metrics: dict) -> dict[str, float]:
     """The scalar part of :func:`metrics_from_confusion` (what the engine logs)."""
-    keys = ("miou", "miou_all", "pixel_acc", "mean_class_acc", "fwiou")
+    keys = ("miou", "miou_gt_classes", "miou_all", "pixel_acc", "mean_class_acc", "fwiou")
     return {k: float(metrics[k]) for k in keys}
 
 
@@ -157,8 +167,9 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path)
 
 
 def plot_iou_bars(metrics: dict, path: str | Path) -> Path:
-    """Per-class IoU bars (classes present in the ground truth), labelled with pixel counts."""
-    rows = [r for r in metrics["per_class"] if r["present"]]
+    """Per-class IoU bars (the classes the mIoU averages: in the ground truth or predicted),
+    labelled with ground-truth pixel counts."""
+    rows = [r for r in metrics["per_class"] if r["iou"] is not None]
     rows.sort(key=lambda r: r["iou"] or 0.0, reverse=True)
     fig = _figure((10, max(3.0, 0.25 * len(rows) + 1.5)))
     ax = fig.subplots()
@@ -168,7 +179,8 @@ def plot_iou_bars(metrics: dict, path: str | Path) -> Path:
     ax.set_xlim(0, 1)
     ax.axvline(metrics["miou"], color="tab:red", linestyle="--", label=f"mIoU {metrics['miou']:.3f}")
     ax.set_xlabel("IoU")
-    ax.set_title(f"per-class IoU ({metrics['classes_present']} classes in the ground truth)")
+    ax.set_title(f"per-class IoU ({metrics['classes_scored']} classes in the ground truth or predicted; "
+                 f"{metrics['classes_present']} in the ground truth)")
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

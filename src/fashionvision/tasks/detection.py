@@ -27,6 +27,19 @@ from fashionvision.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
+#: keys older checkpoints carry that no longer mean anything: ``rect_eval`` chose rectangular
+#: evaluation inputs while prediction letterboxed to a square (issue 25: one preprocessing)
+LEGACY_KEYS = ("rect_eval",)
+
+
+def _without_legacy_keys(model_cfg: dict | None) -> dict:
+    """``model_cfg`` without :data:`LEGACY_KEYS` (logged when one asked for something else)."""
+    cfg = dict(model_cfg or {})
+    for key in LEGACY_KEYS:
+        if key in cfg and cfg.pop(key):
+            log.info("model.%s is ignored: evaluation uses the same square letterbox as prediction", key)
+    return cfg
+
 
 def _base_dataset(dataset: Any) -> Any:
     while hasattr(dataset, "dataset"):  # EpochAware, Subset
@@ -65,8 +78,7 @@ class DetectionConfig:
     eval_conf: float = 0.001  # mAP needs every detection
     eval_iou: float = 0.6
     max_det: int = 300
-    rect_train: bool = False  # rectangular inputs (long side image_size, short side padded to 32 only)
-    rect_eval: bool = True
+    rect_train: bool = False  # rectangular training inputs (long side image_size, short side padded to 32 only)
     cpu_profile: str | None = None  # the experiment fashion-train picks on a machine without CUDA
 
     def check(self) -> None:
@@ -85,6 +97,19 @@ class DetectionTask(Task):
     config_class = DetectionConfig
     #: set by ``fashion-eval class_map=``: ground truth and predictions scored in a common class set
     eval_mapping: Any = None
+    #: one input shape for validation, ``fashion-eval``, ``fashion-predict``, the app and the
+    #: ONNX model: the square letterbox (:func:`fashionvision.data.prepare.prepare_image`), so
+    #: the mAP reported is the one a user's predictions have
+    rect_input = False
+
+    def __init__(self, model_cfg: dict, data: Any, augment_cfg: dict | None = None,
+                 anchors_cfg: dict | None = None):
+        super().__init__(_without_legacy_keys(model_cfg), data, augment_cfg, anchors_cfg)
+
+    @classmethod
+    def check_config(cls, model_cfg: dict, augment_cfg: dict | None = None,
+                     anchors_cfg: dict | None = None) -> None:
+        super().check_config(_without_legacy_keys(model_cfg), augment_cfg, anchors_cfg)
 
     # --- the family's head ------------------------------------------------------------------
     @abstractmethod
@@ -110,9 +135,10 @@ class DetectionTask(Task):
         datasets through :attr:`eval_mapping`."""
         from fashionvision.data.dataset import FashionDataset
 
-        # rectangular inputs (long side = image_size, short side rounded up to 32): a 2:3
-        # portrait then costs about a third less than its letterboxed square
-        rect = self.cfg.rect_train if train else self.cfg.rect_eval
+        # training may use rectangular inputs (long side = image_size, short side rounded up to
+        # 32: a 2:3 portrait costs about a third less than its square); evaluation always sees
+        # what prediction sees (rect_input), so validation picks best.pt on the users' pipeline
+        rect = self.cfg.rect_train if train else self.rect_input
         return FashionDataset(data or self.data, split, self.image_size, train, self.augment_cfg,
                               task=self.name, limit=limit, cache=cache,
                               seed=self.seed, rect=rect,

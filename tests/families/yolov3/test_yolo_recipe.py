@@ -157,11 +157,16 @@ def test_trainer_seed_reaches_the_augmentation_of_two_loaders(tiny_ccp: Path, on
     assert not torch.equal(a["images"], c["images"])
 
 
-def test_evaluation_inputs_are_rectangular_and_map_back(tiny_ccp: Path):
+def test_evaluation_inputs_are_the_prediction_square_and_map_back(tiny_ccp: Path):
     task = _task(tiny_ccp, {})
     item = task.build_dataset("val", train=False)[0]
-    assert tuple(item["image"].shape[1:]) == (96, 64)  # CCP portraits: long side 96, short side padded to 32
-    task.cfg.rect_eval = False
-    assert tuple(task.build_dataset("val", train=False)[0]["image"].shape[1:]) == (96, 96)
+    assert tuple(item["image"].shape[1:]) == (96, 96)  # the square letterbox fashion-predict uses
+    assert not task.rect_input
+    # older checkpoints carry rect_eval: accepted, and evaluation still uses the square
+    from fashionvision.families.yolov3.task import YOLOv3Task
+
+    legacy = YOLOv3Task({"name": "yolo", "image_size": 96, "width": 0.0625, "rect_eval": True},
+                        task.data, {}, {"name": "coco"})
+    assert tuple(legacy.build_dataset("val", train=False)[0]["image"].shape[1:]) == (96, 96)
     task.cfg.rect_train = True
     assert tuple(task.build_dataset("train", train=True)[0]["image"].shape[1:]) == (96, 64)
