@@ -24,6 +24,7 @@ import numpy as np
 from fashionvision.data.annotations import Record, atomic_write_text, write_annotations, write_classes
 from fashionvision.data.converted import METADATA, SPLITS, image_root_entry
 from fashionvision.errors import UserError
+from fashionvision.output_guard import Input, check_output
 
 # Skipped files listed in metadata.json and printed in the summary (all are counted).
 MAX_LISTED_SKIPS = 200
@@ -104,29 +105,61 @@ def progress(iterable: Iterable, total: int | None, desc: str, enabled: bool) ->
     return _progress(iterable, total=total, desc=desc, unit="img", leave=True)
 
 
-def _is_within(child: Path, parent: Path) -> bool:
+#: what a conversion writes, and the caches that training and the anchor fit add (``image_sizes.json``,
+#: ``.cache/``); nothing else may be in a folder that a new conversion replaces
+CONVERSION_FILES = {METADATA, "train.txt", "val.txt", "test.txt", "classes.txt", "mask_classes.txt",
+                    "image_sizes.json"}
+CONVERSION_FOLDERS = {"masks": (".png",), ".cache": (".bin", ".json", ".tmp")}
+
+
+def foreign_entry(folder: Path) -> str | None:
+    """Why ``folder`` is not verifiably one of our conversions, or None when it is.
+
+    A ``metadata.json`` alone proves nothing (issue 28, item 1): ``{}`` beside a thesis used to
+    get the whole folder replaced. It must be our schema (a known converter, its counts), and
+    every other entry must be one a conversion writes.
+    """
     try:
-        child.relative_to(parent)
-        return True
-    except ValueError:
-        return False
+        meta = json.loads((folder / METADATA).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"its {METADATA} is not readable JSON ({exc})"
+    if not (isinstance(meta, dict) and isinstance(meta.get("converter"), str) and isinstance(meta.get("source"), str)
+            and isinstance(meta.get("counts"), dict) and set(meta["counts"]) == set(SPLITS)):
+        return f"its {METADATA} is not one that fashion-convert writes"
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink() or (entry.name not in CONVERSION_FILES and entry.name not in CONVERSION_FOLDERS):
+            return f"it holds '{entry.relative_to(folder)}'"
+        if entry.name in CONVERSION_FILES:
+            if not entry.is_file():
+                return f"'{entry.name}' is not a file"
+            continue
+        suffixes = CONVERSION_FOLDERS[entry.name]
+        for item in sorted(entry.rglob("*")):
+            if item.is_symlink() or (item.is_file() and item.suffix.lower() not in suffixes) or \
+                    not (item.is_file() or item.is_dir()):
+                return f"it holds '{item.relative_to(folder)}'"
+    return None
 
 
 def check_paths(source: Path, output: Path) -> None:
     """Refuse outputs that would write into (or replace) the source, or clobber unrelated files."""
-    src, out = source.resolve(), output.resolve()
-    if _is_within(out, src):
-        raise UserError(f"output '{output}' lies inside the source folder '{source}'; converters never write into the source")
-    if _is_within(src, out):
-        raise UserError(f"source '{source}' lies inside the output folder '{output}'; choose another output")
-    if out.exists():
-        if not out.is_dir():
+    check_output(output, [Input(source, "source folder")])
+    if output.is_symlink():
+        raise UserError(f"output '{output}' is a symbolic link; give the folder it points to, or a new folder")
+    if output.exists():
+        if not output.is_dir():
             raise UserError(f"output '{output}' exists and is not a folder")
-        if any(out.iterdir()) and not (out / METADATA).is_file():
+        if not any(output.iterdir()):
+            return
+        if not (output / METADATA).is_file():
             raise UserError(
                 f"output '{output}' exists, is not empty and is not a converted dataset; "
                 "refusing to replace it (choose an empty or new folder)"
             )
+        why = foreign_entry(output)
+        if why is not None:
+            raise UserError(f"output '{output}' is not one of fashion-convert's conversions ({why}); refusing "
+                            "to replace it; choose an empty or new folder")
 
 
 @contextmanager

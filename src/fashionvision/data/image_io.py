@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fashionvision.output_guard import atomic_write
+
 # 100 megapixels: far above any fashion photo, far below what would exhaust memory.
 DEFAULT_MAX_PIXELS = 100_000_000
 
@@ -125,11 +127,16 @@ def image_size(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     return width, height
 
 
-def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    """Write an RGB uint8 array (PNG or JPEG by suffix), creating parent folders."""
+def write_image(path: str | os.PathLike, rgb: np.ndarray, root: str | os.PathLike | None = None) -> None:
+    """Write an RGB uint8 array (PNG or JPEG by suffix), creating parent folders.
+
+    Through the output guard: a temporary name then a rename, never through a symbolic link
+    that is already there, and (with ``root``) never outside the output folder ``root``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(path)
+    picture = Image.fromarray(rgb)
+    atomic_write(path, lambda tmp: picture.save(tmp), root)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from fashionvision.errors import UserError
+from fashionvision.output_guard import Input
 
 log = logging.getLogger("fashionvision.engine")
 
@@ -159,6 +160,17 @@ def resolve_checkpoint(ckpt_or_run_dir: str | os.PathLike) -> Path:
                     return folder / name
         raise UserError(f"no checkpoint in '{path}' (looked for {CHECKPOINT_DIR}/{BEST} and {CHECKPOINT_DIR}/{LAST})")
     raise UserError(f"checkpoint or run folder '{path}' does not exist")
+
+
+def checkpoint_inputs(ckpt: str | os.PathLike) -> list[Input]:
+    """A checkpoint and the run folder it belongs to, as inputs of the output guard.
+
+    Evaluating into the run folder itself would replace the run's ``metrics.json`` (issue 28,
+    item 5); a fresh folder below it (``run/eval_test``) is the peer benchmarks' layout.
+    """
+    ckpt = Path(ckpt)
+    folder = ckpt.parent.parent if ckpt.parent.name == CHECKPOINT_DIR else ckpt.parent
+    return [Input(folder, "training run folder", subfolders_ok=True), Input(ckpt, "checkpoint")]
 
 
 def find_resume_checkpoint(run_dir: str | os.PathLike) -> Path | None:
