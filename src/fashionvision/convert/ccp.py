@@ -25,6 +25,7 @@ from scipy import ndimage
 
 from fashionvision.data.annotations import Record
 from fashionvision.convert.common import (
+    mask_write_failed,
     ConversionSummary,
     Skip,
     check_split,
@@ -138,7 +139,8 @@ def _convert_one(job: tuple) -> tuple[str, str, np.ndarray | None, str | None]:
         mask_path = mask_path_for(staging, rel)
         mask_path.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(mask_path), groundtruth):
-            raise OSError(f"could not write {mask_path}")
+            mask_path.unlink(missing_ok=True)
+            raise UserError(mask_write_failed(mask_path))
     return stem, rel, boxes, None
 
 

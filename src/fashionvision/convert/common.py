@@ -67,6 +67,12 @@ class ConversionSummary:
         return "\n".join(lines)
 
 
+def mask_write_failed(path: str | os.PathLike) -> str:
+    """The one line for a mask OpenCV could not write (``cv2.imwrite`` returns False, no reason)."""
+    return (f"{path}: could not write the mask (disk full or a file-size limit?); the conversion stopped "
+            "and the output folder is unchanged")
+
+
 def check_split(split: Sequence[float]) -> tuple[float, float, float]:
     """Validate train/val/test fractions (three non-negative numbers summing to 1)."""
     values = tuple(float(v) for v in split)

@@ -20,6 +20,9 @@ import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
 
+from fashionvision.convert.common import mask_write_failed
+from fashionvision.errors import UserError
+
 BATCH = 32  # images per task sent to a worker
 MAX_IN_FLIGHT = 16  # batches queued at once: bounds the memory held by pending work
 UPSAMPLE = 5.0  # pycocotools rasterises polygons on a 5x grid (maskApi.c rleFrPoly)
@@ -110,7 +113,8 @@ def _write_batch(batch: list[tuple[str, int, int, list]]) -> list[tuple[str, str
         problems.extend((path, p) for p in found)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         if not cv2.imwrite(path, canvas):
-            raise OSError(f"could not write mask {path}")
+            Path(path).unlink(missing_ok=True)
+            raise UserError(mask_write_failed(path))
     return problems
 
 
