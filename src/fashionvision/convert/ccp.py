@@ -39,6 +39,8 @@ from fashionvision.data.image_io import IMAGE_SUFFIXES, ImageReadError, image_si
 from fashionvision.errors import UserError
 
 PIXEL_DIR = Path("annotations") / "pixel-level"
+#: the largest mask decoded from a .mat (the photo limit of data/image_io.py)
+MAX_MASK_PIXELS = 100_000_000
 IMAGE_LEVEL_DIR = Path("annotations") / "image-level"
 PHOTO_DIR = "photos"
 
@@ -118,6 +120,12 @@ def _convert_one(job: tuple) -> tuple[str, str, np.ndarray | None, str | None]:
     if photo is None:
         return stem, rel, None, f"photo {PHOTO_DIR}/{stem}.* not found"
     try:
+        # the header first: a 389 KB .mat can decode to 400 MB (issue 28, item 15)
+        shapes = {name: shape for name, shape, _ in scipy.io.whosmat(str(mat_path))}
+        pixels = int(np.prod(shapes.get("groundtruth", (0,)), dtype=np.float64))
+        if pixels > MAX_MASK_PIXELS:
+            return stem, rel, None, (f"'groundtruth' is {'x'.join(map(str, shapes['groundtruth']))} = {pixels} "
+                                     f"pixels, above the limit of {MAX_MASK_PIXELS}; not decoded")
         groundtruth = scipy.io.loadmat(str(mat_path))["groundtruth"]
     except Exception as exc:  # scipy raises several types for corrupt files; one bad file must not stop the run
         return stem, rel, None, f"cannot read variable 'groundtruth' from {mat_path.name} ({type(exc).__name__}: {exc})"
