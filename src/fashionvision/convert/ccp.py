@@ -107,8 +107,8 @@ def _check_decodes(photo: Path) -> None:
         with Image.open(photo) as image:
             image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageReadError(photo, f"corrupt or truncated image ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - one reader error for every way a photo is bad (issue 28, item 9)
+        raise ImageReadError(photo, f"corrupt or truncated image ({type(exc).__name__}: {exc})") from exc
 
 
 def _convert_one(job: tuple) -> tuple[str, str, np.ndarray | None, str | None]:

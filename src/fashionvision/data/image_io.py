@@ -32,6 +32,12 @@ class ImageReadError(OSError):
         super().__init__(f"{self.path}: {reason}")
 
 
+def _why(exc: BaseException) -> str:
+    """PIL's reason, with the exception type when the message alone says little."""
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _open(path: str | os.PathLike, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
@@ -45,6 +51,10 @@ def _open(path: str | os.PathLike, max_pixels: int) -> Image.Image:
         raise ImageReadError(path, f"refused: image larger than the pixel limit ({exc})") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise ImageReadError(path, f"not a readable image ({exc})") from exc
+    except MemoryError as exc:
+        raise ImageReadError(path, "refused: decoding it needs more memory than there is") from exc
+    except Exception as exc:  # noqa: BLE001 - PIL's plugins raise ValueError, KeyError, struct.error, ...
+        raise ImageReadError(path, f"not a readable image ({_why(exc)})") from exc
     width, height = image.size
     if width * height > max_pixels:
         image.close()
@@ -99,8 +109,10 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             return np.ascontiguousarray(np.asarray(_to_rgb(image)))
     except ImageReadError:
         raise
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageReadError(path, f"corrupt or truncated image ({exc})") from exc
+    except MemoryError as exc:
+        raise ImageReadError(path, "refused: decoding it needs more memory than there is") from exc
+    except Exception as exc:  # noqa: BLE001 - every way a damaged file fails inside PIL is the file's fault
+        raise ImageReadError(path, f"corrupt or truncated image ({_why(exc)})") from exc
 
 
 def decode_image_bytes(data: bytes, name: str = "<upload>", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
