@@ -20,6 +20,9 @@ from fashionvision.output_guard import atomic_write
 # 100 megapixels: far above any fashion photo, far below what would exhaust memory.
 DEFAULT_MAX_PIXELS = 100_000_000
 
+#: the longest side a JPEG written here may have (the format's limit is 65,535)
+JPEG_MAX_SIDE = 65_500
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -148,6 +151,11 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, root: str | os.PathLik
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     picture = Image.fromarray(rgb)
+    if path.suffix.lower() in (".jpg", ".jpeg") and max(picture.size) > JPEG_MAX_SIDE:
+        # JPEG holds at most 65,535 px a side: a wider drawing is scaled down to fit (issue 28, item 11)
+        scale = JPEG_MAX_SIDE / max(picture.size)
+        picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
+                                 Image.Resampling.BILINEAR)
     atomic_write(path, lambda tmp: picture.save(tmp), root)
 
 

@@ -363,27 +363,40 @@ def _predict_frames(predictor: Predictor, frames: Iterator[Frame], output: Path,
             log.warning("skipped %s: %s", frame.source, frame.error)
             summary.skipped.append({"path": frame.source, "reason": frame.error})
             continue
-        prediction = predictor(frame.image, conf=conf, iou=iou)
-        items = describe(predictor, prediction)
-        record = {
-            "image": frame.source,
-            "size": list(frame.image.shape[:2]),
-            "model": predictor.source,
-            "task": predictor.task.name,
-            "items": items,
-        }
-        target = output / frame.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for suffix in (".json", ".jpg") if save_images else (".json",):  # checked before either is written
-            _refuse_source_target(Path(f"{target}{suffix}"), sources)
-            writable_target(Path(f"{target}{suffix}"), output)
-        atomic_write_text(Path(f"{target}.json"), json.dumps(record, indent=1) + "\n", output)
-        if save_images:
-            picture = draw(predictor, frame.image, prediction)
-            if frame.video is not None:
-                _refuse_source_target(output / f"{frame.video}.mp4", sources)
-                videos.add(frame, picture)
-            if frame.video is None or save_frames:
-                write_image(Path(f"{target}.jpg"), picture, output)
-        summary.ok += 1
-        summary.items += len(items)
+        try:
+            _predict_one(predictor, frame, output, summary, conf, iou, save_images, save_frames, videos, sources)
+        except MemoryError:
+            # one line naming the image, and on to the next (issue 28, item 11)
+            reason = f"out of memory predicting or drawing this {frame.image.shape[1]}x{frame.image.shape[0]} image"
+            log.warning("skipped %s: %s", frame.source, reason)
+            summary.skipped.append({"path": frame.source, "reason": reason})
+
+
+def _predict_one(predictor: Predictor, frame: Frame, output: Path, summary: PredictSummary,
+                 conf: float | None, iou: float | None, save_images: bool, save_frames: bool,
+                 videos: VideoSink, sources: set[Path]) -> None:
+    """Predict, describe and draw one frame; write its JSON (and picture)."""
+    prediction = predictor(frame.image, conf=conf, iou=iou)
+    items = describe(predictor, prediction)
+    record = {
+        "image": frame.source,
+        "size": list(frame.image.shape[:2]),
+        "model": predictor.source,
+        "task": predictor.task.name,
+        "items": items,
+    }
+    target = output / frame.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".json", ".jpg") if save_images else (".json",):  # checked before either is written
+        _refuse_source_target(Path(f"{target}{suffix}"), sources)
+        writable_target(Path(f"{target}{suffix}"), output)
+    atomic_write_text(Path(f"{target}.json"), json.dumps(record, indent=1) + "\n", output)
+    if save_images:
+        picture = draw(predictor, frame.image, prediction)
+        if frame.video is not None:
+            _refuse_source_target(output / f"{frame.video}.mp4", sources)
+            videos.add(frame, picture)
+        if frame.video is None or save_frames:
+            write_image(Path(f"{target}.jpg"), picture, output)
+    summary.ok += 1
+    summary.items += len(items)
