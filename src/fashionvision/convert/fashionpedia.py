@@ -59,6 +59,8 @@ def load_coco(path: Path) -> dict:
             data = json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise UserError(f"{path}: not usable JSON (nested too deeply to be a COCO annotation file)") from exc
     if not isinstance(data, dict):
         raise UserError(f"{path}: not a COCO annotation file (the top level is a JSON "
                         f"{type(data).__name__}, expected an object with images, annotations, categories)")
@@ -66,6 +68,40 @@ def load_coco(path: Path) -> dict:
     if missing:
         raise UserError(f"{path}: not a COCO annotation file (no list {', '.join(missing)})")
     return data
+
+
+def _scalar(value: object) -> bool:
+    """An id COCO files use: a number or a string (a list or an object cannot be a key)."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def clean_entries(data: dict, name: str, skipped: list[Skip]) -> int:
+    """Drop, name and count the entries that are not objects or whose ids are not ids.
+
+    Every later step may then use ``entry.get`` and ids as keys (issue 28, item 12: a string
+    among the images, or a list as an id, ended in AttributeError or TypeError). Returns the
+    number of annotations dropped.
+    """
+    checks = {"categories": ("category", ("id",)), "images": ("image", ("id",)),
+              "annotations": ("annotation", ("id", "image_id", "category_id"))}
+    dropped = 0
+    for key, (what, ids) in checks.items():
+        kept = []
+        for index, entry in enumerate(data[key]):
+            if not isinstance(entry, dict):
+                skipped.append(Skip(f"{name}: {what} #{index} (not an object)", f"a JSON {type(entry).__name__}"))
+            else:
+                bad = next((field for field in ids if not _scalar(entry.get(field))), None)
+                if bad is None and key == "categories" and not isinstance(entry.get("name"), str):
+                    bad = "name"
+                if bad is None:
+                    kept.append(entry)
+                    continue
+                label = f"{what} id {entry['id']}" if _scalar(entry.get("id")) else f"{what} #{index}"
+                skipped.append(Skip(f"{name}: {label}", f"'{bad}' is {entry.get(bad)!r}, not a number or string"))
+            dropped += key == "annotations"
+        data[key] = kept
+    return dropped
 
 
 def select_categories(categories: Sequence[dict], drop_supercategories: Iterable[str]) -> list[dict]:
@@ -77,7 +113,7 @@ def select_categories(categories: Sequence[dict], drop_supercategories: Iterable
 def box_from_bbox(bbox: Sequence[float], width: int, height: int) -> tuple[int, int, int, int] | None:
     """COCO ``[x, y, w, h]`` -> inclusive integer box clipped to the image; None when empty/outside."""
     x, y, w, h = (float(v) for v in bbox)
-    if not (w > 0 and h > 0) or not all(math.isfinite(v) for v in (x, y, w, h)):
+    if not (w > 0 and h > 0) or not all(math.isfinite(v) for v in (x, y, w, h, x + w, y + h)):
         return None
     x1, y1 = max(0, math.floor(x)), max(0, math.floor(y))
     x2, y2 = min(width - 1, math.ceil(x + w) - 1), min(height - 1, math.ceil(y + h) - 1)
@@ -149,6 +185,7 @@ def convert(
         seen_paths: set[str] = set()
         for file_index, path in enumerate(paths):
             data = load_coco(path)
+            stats["annotations_bad"] += clean_entries(data, path.name, skipped)
             kept = select_categories(data["categories"], drop_supercategories)
             names = [str(c["name"]) for c in kept]
             if classes is None:
@@ -166,7 +203,7 @@ def convert(
                 if bucket is None:
                     if limit is None:  # with a limit, most images are left out on purpose
                         stats["annotations_orphan"] += 1
-                        skipped.append(Skip(f"{path.name}: annotation {ann.get('id')}",
+                        skipped.append(Skip(f"{path.name}: annotation id {ann.get('id')}",
                                             f"unknown image_id {ann.get('image_id')!r} (no such image)"))
                     continue
                 if ann.get("category_id") in class_of:
@@ -175,7 +212,8 @@ def convert(
                     stats["annotations_dropped_parts"] += 1
                 else:
                     stats["annotations_bad"] += 1
-                    skipped.append(Skip(f"{path.name}: annotation {ann.get('id')}", f"unknown category_id {ann.get('category_id')}"))
+                    skipped.append(Skip(f"{path.name}: annotation id {ann.get('id')}",
+                                        f"unknown category_id {ann.get('category_id')}"))
             del data  # free the parsed JSON except what the kept annotations reference
 
             if len(paths) == 1:
@@ -189,7 +227,8 @@ def convert(
                 record, reasons = _convert_image(image, by_image.get(image.get("id"), []), class_of, source,
                                                  default_dir, require_images, writer, stats)
                 where = f"{path.name}: image {image.get('id')} ({image.get('file_name')})"
-                skipped.extend(Skip(where, reason) for reason in reasons)
+                skipped.extend(Skip(f"{path.name}: annotation id {subject}" if subject is not None else where, reason)
+                               for subject, reason in reasons)
                 if record is None:
                     continue
                 if record.path in seen_paths:
@@ -238,25 +277,27 @@ def _convert_image(
     require_images: bool,
     writer: "mask_ops.MaskWriter",
     stats: dict,
-) -> tuple[Record | None, list[str]]:
-    """One image -> its record (None when skipped) and the reasons for what was left out."""
+) -> tuple[Record | None, list[tuple[object, str]]]:
+    """One image -> its record (None when skipped) and ``(annotation id or None, reason)`` for what was left out."""
     file_name, width, height = image.get("file_name"), image.get("width"), image.get("height")
     if not isinstance(file_name, str) or not isinstance(width, int) or not isinstance(height, int) or width < 1 or height < 1:
-        return None, [f"image entry lacks file_name/width/height: {dict((k, image.get(k)) for k in ('file_name', 'width', 'height'))}"]
+        return None, [(None, f"image entry lacks file_name/width/height: "
+                             f"{dict((k, image.get(k)) for k in ('file_name', 'width', 'height'))}")]
     problem = check_relative_path(file_name)
     if problem or " " in file_name:
-        return None, [problem or f"file_name '{file_name}' contains a space"]
+        return None, [(None, problem or f"file_name '{file_name}' contains a space")]
     rel = _image_rel_path(source, file_name, default_dir, require_images)
     if rel is None:
-        return None, [f"image not found as {' or '.join(f'{d}/{file_name}' if d else file_name for d in IMAGE_DIRS)}"]
+        return None, [(None, f"image not found as "
+                             f"{' or '.join(f'{d}/{file_name}' if d else file_name for d in IMAGE_DIRS)}")]
     if require_images:
         try:
             actual = image_size(source / rel)
         except ImageReadError as exc:
-            return None, [f"image unreadable: {exc.reason}"]
+            return None, [(None, f"image unreadable: {exc.reason}")]
         if actual != (width, height):
-            return None, [f"image is {actual[0]}x{actual[1]} but the JSON says {width}x{height}"]
-    reasons: list[str] = []
+            return None, [(None, f"image is {actual[0]}x{actual[1]} but the JSON says {width}x{height}")]
+    reasons: list[tuple[object, str]] = []
     boxes: list[list[int]] = []
     paint: list[tuple[float, int, object]] = []
     for ann in anns:
@@ -268,12 +309,12 @@ def _convert_image(
                 box = box_from_bbox(ann["bbox"], width, height)
             elif segmentation:
                 box = box_from_bbox(mask_ops.segmentation_bbox(segmentation, height, width), width, height)
-        except (ValueError, TypeError) as exc:
-            reasons.append(f"annotation {ann.get('id')}: unusable bbox/segmentation ({exc})")
+        except (ValueError, TypeError, OverflowError, KeyError) as exc:
+            reasons.append((ann.get("id"), f"unusable bbox/segmentation ({type(exc).__name__}: {exc})"))
             stats["annotations_bad"] += 1
             continue
         if box is None:
-            reasons.append(f"annotation {ann.get('id')}: empty or outside box")
+            reasons.append((ann.get("id"), "box empty, not finite or outside the image"))
             stats["annotations_bad"] += 1
             continue
         boxes.append([*box, cls])

@@ -47,6 +47,10 @@ def segmentation_rle(segmentation: list | dict, height: int, width: int) -> dict
             raise ValueError(f"RLE size {size} differs from the image size [{height}, {width}]")
         counts = segmentation["counts"]
         if isinstance(counts, list):
+            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+                raise ValueError("RLE counts must be non-negative integers")
+            if sum(counts) != height * width:
+                raise ValueError(f"RLE counts add up to {sum(counts)} pixels, the image has {height * width}")
             return coco_mask.frPyObjects(segmentation, height, width)
         if isinstance(counts, str):
             counts = counts.encode("ascii")
@@ -100,7 +104,7 @@ def paint_mask(height: int, width: int, instances: Sequence[tuple[float, int, ob
     for area, value, segmentation in sorted(instances, key=lambda item: -item[0]):
         try:
             paint_instance(canvas, segmentation, value)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             problems.append(f"instance of class value {value} not painted: {exc}")
     return canvas, problems
 
