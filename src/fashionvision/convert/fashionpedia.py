@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from fashionvision.data.annotations import Record, check_relative_path
+from fashionvision.data.annotations import Record, check_relative_path, class_name_problem
 from fashionvision.convert import masks as mask_ops
 from fashionvision.convert.common import (
     ConversionSummary,
@@ -187,6 +187,10 @@ def convert(
             data = load_coco(path)
             stats["annotations_bad"] += clean_entries(data, path.name, skipped)
             kept = select_categories(data["categories"], drop_supercategories)
+            for category in kept:
+                problem = class_name_problem(category["name"])
+                if problem:
+                    raise UserError(f"{path.name}: category id {category['id']}: {problem}; fix the name in {path}")
             names = [str(c["name"]) for c in kept]
             if classes is None:
                 classes, category_ids = names, [c["id"] for c in kept]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator, Sequence
@@ -235,8 +236,27 @@ def read_classes(path: str | os.PathLike) -> list[str]:
         return [line.rstrip("\n") for line in handle if line.strip()]
 
 
+def class_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be one line of ``classes.txt``, or None.
+
+    A line break (or any control or line-separator character) would split it into two lines
+    and shift every later class (issue 28, item 13).
+    """
+    if not isinstance(name, str) or not name.strip():
+        return f"class name {name!r} is empty or not text"
+    bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        return (f"class name {name!r} contains a line break or control character ({bad!r}); it would split "
+                "classes.txt and shift every later class")
+    return None
+
+
 def write_classes(path: str | os.PathLike, names: Sequence[str]) -> None:
-    """Write ``classes.txt`` atomically."""
+    """Write ``classes.txt`` atomically; a name that is not one clean line is a :class:`UserError`."""
+    for index, name in enumerate(names):
+        problem = class_name_problem(name)
+        if problem:
+            raise UserError(f"{path}: class {index}: {problem}")
     atomic_write_text(path, "".join(f"{n}\n" for n in names))
 
 
