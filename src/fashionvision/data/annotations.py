@@ -79,6 +79,9 @@ class AnnotationError(UserError, ValueError):
 
 def check_relative_path(path: str) -> str | None:
     """Return why ``path`` is not an acceptable dataset-relative image path, or None if it is."""
+    bad = next((ch for ch in path if unicodedata.category(ch) == "Cc"), None)
+    if bad is not None:  # a NUL byte passed validation and crashed every open() (issue 28, item 15)
+        return f"image path {path!r} contains a control character ({bad!r})"
     if path.startswith("/") or path.startswith("\\") or (len(path) > 1 and path[1] == ":"):
         return f"image path '{path}' is absolute; paths must be relative to the dataset root"
     if ".." in PurePosixPath(path.replace("\\", "/")).parts:
