@@ -125,3 +125,34 @@ def test_eval_never_replaces_a_run_folders_metrics(tiny_runs, tmp_path, capsys):
                      tmp_path, capsys)
     assert_one_error(result, "is the training run folder")
     assert snapshot(run) == before
+
+
+# --- the other commands that write go through the same guard -------------------------------
+def test_anchors_never_overwrite_a_split_file(hand_converted_ccp, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(hand_converted_ccp, data)
+    before = snapshot(data)
+    result = run_cli("anchors", [f"dataset.path={data}", "k=3", f"output={data / 'train.txt'}"], tmp_path, capsys)
+    assert_one_error(result, "is the dataset file")
+    assert snapshot(data) == before
+
+
+def test_export_never_overwrites_its_checkpoint(tiny_runs, tmp_path, capsys):
+    run = tmp_path / "run_copy"
+    shutil.copytree(tiny_runs["detector"], run)
+    ckpt = run / "checkpoints" / "best.pt"
+    before = ckpt.read_bytes()
+    result = run_cli("export", [f"ckpt={ckpt}", f"output={ckpt}", "overwrite=true"], tmp_path, capsys)
+    assert_one_error(result, "is the checkpoint")
+    assert ckpt.read_bytes() == before
+
+
+def test_a_conversion_with_its_anchor_file_is_still_replaced(synthetic_ccp, tmp_path, capsys):
+    folder = tmp_path / "p"
+    code, text, _ = run_cli("convert", ["ccp", f"source={synthetic_ccp}", f"output={folder}", "progress=false",
+                                        "workers=1"], tmp_path, capsys)
+    assert code == 0, text
+    (folder / "anchors_k9_416.json").write_text("{}")  # fashion-anchors' default output
+    code, text, _ = run_cli("convert", ["ccp", f"source={synthetic_ccp}", f"output={folder}", "progress=false",
+                                        "workers=1", "seed=5"], tmp_path, capsys)
+    assert code == 0, text

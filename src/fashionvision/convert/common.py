@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -115,6 +116,7 @@ def progress(iterable: Iterable, total: int | None, desc: str, enabled: bool) ->
 #: ``.cache/``); nothing else may be in a folder that a new conversion replaces
 CONVERSION_FILES = {METADATA, "train.txt", "val.txt", "test.txt", "classes.txt", "mask_classes.txt",
                     "image_sizes.json"}
+ANCHOR_FILE = re.compile(r"^anchors_k\d+_\d+\.json$")  # fashion-anchors' default output
 CONVERSION_FOLDERS = {"masks": (".png",), ".cache": (".bin", ".json", ".tmp")}
 
 
@@ -133,9 +135,10 @@ def foreign_entry(folder: Path) -> str | None:
             and isinstance(meta.get("counts"), dict) and set(meta["counts"]) == set(SPLITS)):
         return f"its {METADATA} is not one that fashion-convert writes"
     for entry in sorted(folder.iterdir()):
-        if entry.is_symlink() or (entry.name not in CONVERSION_FILES and entry.name not in CONVERSION_FOLDERS):
+        if entry.is_symlink() or (entry.name not in CONVERSION_FILES and entry.name not in CONVERSION_FOLDERS
+                                  and not ANCHOR_FILE.match(entry.name)):
             return f"it holds '{entry.relative_to(folder)}'"
-        if entry.name in CONVERSION_FILES:
+        if entry.name in CONVERSION_FILES or ANCHOR_FILE.match(entry.name):
             if not entry.is_file():
                 return f"'{entry.name}' is not a file"
             continue

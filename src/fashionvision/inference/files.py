@@ -162,10 +162,12 @@ def check_output_folder(output: Path, files: list[Path], root: Path | None, extr
 
 def model_inputs(model: str | os.PathLike) -> list[Input]:
     """The model file a prediction reads, and its run folder when it is one of our checkpoints."""
-    from fashionvision.engine.checkpoint import checkpoint_inputs
+    from fashionvision.engine.checkpoint import checkpoint_inputs, resolve_checkpoint
 
     path = Path(str(model))
-    if not path.exists():
+    if path.is_dir():  # a run folder: its best.pt (or last.pt)
+        path = resolve_checkpoint(path)
+    if not path.is_file():
         return []
     return checkpoint_inputs(path) if path.suffix == ".pt" else [Input(path, "model file")]
 
