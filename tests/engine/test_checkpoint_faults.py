@@ -6,7 +6,6 @@ import logging
 import os
 import resource
 import signal
-from pathlib import Path
 
 import pytest
 import torch
