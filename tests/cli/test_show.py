@@ -63,7 +63,7 @@ def test_legend_panel_in_corner():
 def test_show_writes_pngs_and_draws_boxes(hand_converted_ccp: Path, shared_data: Path, tmp_path: Path):
     records = {r.path: r for r in read_annotations(hand_converted_ccp / "train.txt")}
     written = show(hand_converted_ccp, "train", 8, ["photos/0002.jpg"], 0, tmp_path, masks=False)
-    assert [p.name for p in written] == ["photos__0002.png"]
+    assert [p.name for p in written] == ["photos__0002.jpg.png"]
     drawn = np.asarray(Image.open(written[0]).convert("RGB"))
     source = read_image(shared_data / "ccp" / "photos" / "0002.jpg")
     assert drawn.shape == source.shape
@@ -78,7 +78,7 @@ def test_show_with_masks_overlays_foreground(hand_converted_ccp: Path, shared_da
     written = show(hand_converted_ccp, "train", 2, None, 0, tmp_path, masks=True)
     assert len(written) == 2
     for path in written:
-        stem = path.stem.split("__")[1]
+        stem = path.name.split("__")[1].split(".")[0]
         drawn = np.asarray(Image.open(path).convert("RGB")).astype(int)
         source = read_image(shared_data / "ccp" / "photos" / f"{stem}.jpg").astype(int)
         mask = np.asarray(Image.open(hand_converted_ccp / "masks" / "photos" / f"{stem}.png"))

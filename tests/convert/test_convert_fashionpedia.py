@@ -136,8 +136,9 @@ def test_rle_compressed_and_uncompressed(tmp_path: Path):
         (30, 1, 35, 4, 1),  # float bbox -> floor / ceil - 1
         (35, 25, 39, 29, 0),  # clipped to the image
     ])
-    reasons = " | ".join(s.reason for s in summary.skipped)
-    assert "annotation 6: empty or outside box" in reasons and "unknown category_id 99" in reasons
+    reasons = " | ".join(f"{s.file}: {s.reason}" for s in summary.skipped)  # FILE: annotation id N: reason
+    assert "annotation id 6: box empty, not finite or outside the image" in reasons, reasons
+    assert "unknown category_id 99" in reasons
     mask = cv2.imread(str(dataset.mask_path(record)), cv2.IMREAD_UNCHANGED)
     want = np.zeros((h, w), np.uint8)
     want[dress] = 2

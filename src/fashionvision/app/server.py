@@ -31,6 +31,7 @@ import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fashionvision.data.image_io import ImageReadError, decode_image_bytes
 from fashionvision.errors import UserError
@@ -133,10 +134,17 @@ def create_app(models: dict[str, Predictor], max_upload_mb: float = 10.0, conf: 
                                for key, v in model_info(p).items() if key != "classes"}
                            for k, p in models.items()}}
 
-    @app.exception_handler(HTTPException)
-    def _http_error(_request: Any, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's own and the router's 404 and 405
+    def _http_error(_request: Any, exc: StarletteHTTPException) -> JSONResponse:
         # the page shows `error` verbatim; programs get the status code
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    def _unexpected(_request: Any, exc: Exception) -> JSONResponse:
+        # a bug or an exhausted machine: the same {"error": ...} shape, logged with its traceback here
+        log.error("request failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        what = "out of memory" if isinstance(exc, MemoryError) else f"internal error ({type(exc).__name__})"
+        return JSONResponse({"error": f"the server could not answer this request: {what}"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     def _validation_error(_request: Any, exc: RequestValidationError) -> JSONResponse:

@@ -6,12 +6,19 @@ import shutil
 from pathlib import Path
 
 from fashionvision.families.yolov3.anchors import COCO_ANCHORS, compute_anchors, format_anchors, save_anchors
+from fashionvision.output_guard import Input, check_output
 from fashionvision.cli._hydra import run_dir, run_hydra
+
+
+#: the files of a converted dataset that fashion-anchors reads or that describe it
+CONVERSION_INPUTS = ("metadata.json", "train.txt", "val.txt", "test.txt", "classes.txt", "mask_classes.txt", "masks")
 
 
 def anchors(cfg: dict) -> int:
     """Compute k-means anchors, print them per scale with mean IoU vs COCO, save them."""
     folder = Path(cfg["dataset"]["path"])
+    # beside the split files is the default (dataset.path/anchors_k9_416.json), over one is not
+    check_output(cfg["output"], [Input(folder / name, "dataset file") for name in CONVERSION_INPUTS])
     result, info = compute_anchors(folder, k=int(cfg["k"]), image_size=int(cfg["image_size"]),
                                    seed=int(cfg["seed"]), split=cfg["split"])
     print(f"{info['num_boxes']} boxes from {folder} ({cfg['split']} split), image size {cfg['image_size']}")

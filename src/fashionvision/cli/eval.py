@@ -20,6 +20,7 @@ from pathlib import Path
 from fashionvision.data.annotations import atomic_write_text
 from fashionvision.cli._hydra import run_dir, run_hydra
 from fashionvision.errors import UserError
+from fashionvision.output_guard import check_output
 
 log = logging.getLogger("fashionvision")
 
@@ -59,7 +60,7 @@ def evaluate(cfg: dict, output: Path | None = None) -> dict:
     import torch
 
     from fashionvision.engine.build import build_loader, clamp_workers, resolve_device
-    from fashionvision.engine.checkpoint import load_checkpoint, resolve_checkpoint
+    from fashionvision.engine.checkpoint import checkpoint_inputs, load_checkpoint, resolve_checkpoint
     from fashionvision.inference.loading import load_for_inference
     from fashionvision.progress import TrackedLoader
 
@@ -83,6 +84,7 @@ def evaluate(cfg: dict, output: Path | None = None) -> dict:
     loader = build_loader(data, int(cfg.get("batch_size", 8)), clamp_workers(int(cfg.get("workers", 2))),
                           task.collate, pin_memory=device.type == "cuda")
     output = Path(output or cfg.get("output") or run_dir())
+    check_output(output, [*task.data.inputs(), *checkpoint_inputs(ckpt)])
     output.mkdir(parents=True, exist_ok=True)
     log.info("evaluating %s on %s split '%s' (%d images) on %s", ckpt, dataset, split, len(data), device)
     with torch.no_grad():

@@ -19,6 +19,7 @@ from fashionvision.data.box_bounds import fit_boxes
 from fashionvision.data.converted import ConvertedDataset
 from fashionvision.data.image_io import ImageReadError, read_image, write_image
 from fashionvision.errors import UserError
+from fashionvision.output_guard import check_output
 from fashionvision.tasks.visualize import class_colors, draw_boxes, mask_legend, overlay_mask
 
 
@@ -51,6 +52,21 @@ def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
     return mask
 
 
+def picture_name(path: str, taken: set[str]) -> str:
+    """A flat file name for the picture of ``path``, unique among ``taken`` (which it joins).
+
+    The whole name is kept (``x.jpg`` -> ``x.jpg.png``) so that ``x.jpg`` and ``x.png`` no
+    longer share one picture (issue 28, item 3); ``a/b.jpg`` and ``a__b.jpg`` get a counter.
+    """
+    stem = path.replace("/", "__")
+    name, count = f"{stem}.png", 1
+    while name in taken:
+        count += 1
+        name = f"{stem}~{count}.png"
+    taken.add(name)
+    return name
+
+
 def show(folder: str | Path, split: str, n: int, images: Sequence[str] | None, seed: int, output: Path,
          masks: bool = True, alpha: float = 0.45, skipped: list[str] | None = None) -> list[Path]:
     """Render the chosen images of one split into PNGs under ``output``; return their paths.
@@ -66,8 +82,9 @@ def show(folder: str | Path, split: str, n: int, images: Sequence[str] | None, s
         # the same garment gets the same colour as box and as mask
         by_name = {name: mask_colors[i] for i, name in enumerate(data.mask_classes or [])}
         box_colors = np.array([by_name.get(name, box_colors[i]) for i, name in enumerate(data.classes)])
+    check_output(output, data.inputs())
     output.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, names = [], set()
     for record in chosen:
         try:
             image = read_image(data.image_path(record))
@@ -85,8 +102,8 @@ def show(folder: str | Path, split: str, n: int, images: Sequence[str] | None, s
         for issue in issues:
             print(issue)
         image = draw_boxes(image, b[:, :4], b[:, 4], data.classes, colors=box_colors)
-        target = output / (record.path.replace("/", "__").rsplit(".", 1)[0] + ".png")
-        write_image(target, image)
+        target = output / picture_name(record.path, names)
+        write_image(target, image, root=output)
         written.append(target)
     return written
 

@@ -114,7 +114,17 @@ def check_model_fits_dataset(cfg: dict) -> None:
 
 
 def train(cfg: dict) -> int:
-    """Build the task from the registry, train, write metrics.json; 143 (SIGTERM) or 130 (Ctrl-C) when stopped."""
+    """Build the task from the registry, train, write metrics.json; 143 (SIGTERM) or 130 (Ctrl-C) when stopped.
+
+    The run folder is locked while it runs: a second trainer there is refused (issue 28, item 6).
+    """
+    from fashionvision.engine.run_lock import hold_run_folder
+
+    with hold_run_folder(run_dir()):
+        return _train(cfg)
+
+
+def _train(cfg: dict) -> int:
     from fashionvision.engine import distributed
     from fashionvision.engine.checkpoint import check_fresh_run_folder
     from fashionvision.engine.config import parse_trainer_config
@@ -181,7 +191,10 @@ def main() -> None:
 
     sys.argv = distributed_overrides(sys.argv, dict(os.environ))
     sys.argv, PROFILE_NOTE = cpu_profile_overrides(sys.argv)
-    run_hydra("train", train, dataset_alias=True)
+    from fashionvision.engine.run_lock import hold_given_run_folder
+
+    with hold_given_run_folder(sys.argv):  # before Hydra writes .hydra/ into a folder in use
+        run_hydra("train", train, dataset_alias=True)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from fashionvision.compare.convert_outputs import class_map_by_name
 from fashionvision.data.converted import ConvertedDataset
 from fashionvision.data.image_io import write_image
 from fashionvision.errors import UserError
+from fashionvision.output_guard import check_output
 from fashionvision.inference.predictor import load_predictor
 from fashionvision.metrics.segmentation import background_name
 
@@ -267,6 +268,9 @@ def run_compare(detector: str, segmenter: str, dataset: str | None, split: str, 
         if not dataset:
             raise UserError("give dataset.path=DIR: the detector's checkpoint does not record its dataset folder")
     data = ConvertedDataset.open(dataset)
+    from fashionvision.inference.files import model_inputs
+
+    check_output(output, [*data.inputs(), *model_inputs(detector), *model_inputs(segmenter)])
     check_compatible(det, seg, data)
     ev = evaluate_both(det, seg, data, split, limit=limit, n_samples=n_images)
     photo_hw = tuple(ev.samples[0]["image"].shape[:2]) if ev.samples else (416, 312)

@@ -25,6 +25,7 @@ from scipy import ndimage
 
 from fashionvision.data.annotations import Record
 from fashionvision.convert.common import (
+    mask_write_failed,
     ConversionSummary,
     Skip,
     check_split,
@@ -38,6 +39,8 @@ from fashionvision.data.image_io import IMAGE_SUFFIXES, ImageReadError, image_si
 from fashionvision.errors import UserError
 
 PIXEL_DIR = Path("annotations") / "pixel-level"
+#: the largest mask decoded from a .mat (the photo limit of data/image_io.py)
+MAX_MASK_PIXELS = 100_000_000
 IMAGE_LEVEL_DIR = Path("annotations") / "image-level"
 PHOTO_DIR = "photos"
 
@@ -104,8 +107,8 @@ def _check_decodes(photo: Path) -> None:
         with Image.open(photo) as image:
             image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageReadError(photo, f"corrupt or truncated image ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - one reader error for every way a photo is bad (issue 28, item 9)
+        raise ImageReadError(photo, f"corrupt or truncated image ({type(exc).__name__}: {exc})") from exc
 
 
 def _convert_one(job: tuple) -> tuple[str, str, np.ndarray | None, str | None]:
@@ -117,6 +120,12 @@ def _convert_one(job: tuple) -> tuple[str, str, np.ndarray | None, str | None]:
     if photo is None:
         return stem, rel, None, f"photo {PHOTO_DIR}/{stem}.* not found"
     try:
+        # the header first: a 389 KB .mat can decode to 400 MB (issue 28, item 15)
+        shapes = {name: shape for name, shape, _ in scipy.io.whosmat(str(mat_path))}
+        pixels = int(np.prod(shapes.get("groundtruth", (0,)), dtype=np.float64))
+        if pixels > MAX_MASK_PIXELS:
+            return stem, rel, None, (f"'groundtruth' is {'x'.join(map(str, shapes['groundtruth']))} = {pixels} "
+                                     f"pixels, above the limit of {MAX_MASK_PIXELS}; not decoded")
         groundtruth = scipy.io.loadmat(str(mat_path))["groundtruth"]
     except Exception as exc:  # scipy raises several types for corrupt files; one bad file must not stop the run
         return stem, rel, None, f"cannot read variable 'groundtruth' from {mat_path.name} ({type(exc).__name__}: {exc})"
@@ -138,7 +147,8 @@ def _convert_one(job: tuple) -> tuple[str, str, np.ndarray | None, str | None]:
         mask_path = mask_path_for(staging, rel)
         mask_path.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(mask_path), groundtruth):
-            raise OSError(f"could not write {mask_path}")
+            mask_path.unlink(missing_ok=True)
+            raise UserError(mask_write_failed(mask_path))
     return stem, rel, boxes, None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -24,6 +25,7 @@ import numpy as np
 from fashionvision.data.annotations import Record, atomic_write_text, write_annotations, write_classes
 from fashionvision.data.converted import METADATA, SPLITS, image_root_entry
 from fashionvision.errors import UserError
+from fashionvision.output_guard import Input, check_output
 
 # Skipped files listed in metadata.json and printed in the summary (all are counted).
 MAX_LISTED_SKIPS = 200
@@ -78,6 +80,12 @@ def fail_on_skips(name: str, skipped: Sequence[Skip], shown: int = 50) -> None:
     raise UserError(f"{name}: {len(skipped)} bad record(s), nothing written ({name}.strict=false skips and lists them): {listed}{more}")
 
 
+def mask_write_failed(path: str | os.PathLike) -> str:
+    """The one line for a mask OpenCV could not write (``cv2.imwrite`` returns False, no reason)."""
+    return (f"{path}: could not write the mask (disk full or a file-size limit?); the conversion stopped "
+            "and the output folder is unchanged")
+
+
 def check_split(split: Sequence[float]) -> tuple[float, float, float]:
     """Validate train/val/test fractions (three non-negative numbers summing to 1)."""
     values = tuple(float(v) for v in split)
@@ -116,33 +124,68 @@ def progress(iterable: Iterable, total: int | None, desc: str, enabled: bool) ->
     return _progress(iterable, total=total, desc=desc, unit="img", leave=True)
 
 
-def _is_within(child: Path, parent: Path) -> bool:
+#: what a conversion writes, and the caches that training and the anchor fit add (``image_sizes.json``,
+#: ``.cache/``); nothing else may be in a folder that a new conversion replaces
+CONVERSION_FILES = {METADATA, "train.txt", "val.txt", "test.txt", "classes.txt", "mask_classes.txt",
+                    "image_sizes.json"}
+ANCHOR_FILE = re.compile(r"^anchors_k\d+_\d+\.json$")  # fashion-anchors' default output
+CONVERSION_FOLDERS = {"masks": (".png",), ".cache": (".bin", ".json", ".tmp")}
+
+
+def foreign_entry(folder: Path) -> str | None:
+    """Why ``folder`` is not verifiably one of our conversions, or None when it is.
+
+    A ``metadata.json`` alone proves nothing (issue 28, item 1): ``{}`` beside a thesis used to
+    get the whole folder replaced. It must be our schema (a known converter, its counts), and
+    every other entry must be one a conversion writes.
+    """
     try:
-        child.relative_to(parent)
-        return True
-    except ValueError:
-        return False
+        meta = json.loads((folder / METADATA).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"its {METADATA} is not readable JSON ({exc})"
+    if not (isinstance(meta, dict) and isinstance(meta.get("converter"), str) and isinstance(meta.get("source"), str)
+            and isinstance(meta.get("counts"), dict) and set(meta["counts"]) == set(SPLITS)):
+        return f"its {METADATA} is not one that fashion-convert writes"
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink() or (entry.name not in CONVERSION_FILES and entry.name not in CONVERSION_FOLDERS
+                                  and not ANCHOR_FILE.match(entry.name)):
+            return f"it holds '{entry.relative_to(folder)}'"
+        if entry.name in CONVERSION_FILES or ANCHOR_FILE.match(entry.name):
+            if not entry.is_file():
+                return f"'{entry.name}' is not a file"
+            continue
+        suffixes = CONVERSION_FOLDERS[entry.name]
+        for item in sorted(entry.rglob("*")):
+            if item.is_symlink() or (item.is_file() and item.suffix.lower() not in suffixes) or \
+                    not (item.is_file() or item.is_dir()):
+                return f"it holds '{item.relative_to(folder)}'"
+    return None
 
 
 def check_paths(source: Path, output: Path, marker: str = METADATA) -> None:
     """Refuse outputs that would write into (or replace) the source, or clobber unrelated files.
 
     An existing non-empty output is replaced only when it holds ``marker`` (what this kind of
-    command writes last), so a folder of the user's own is never taken for an earlier run.
+    command writes last) and, for a conversion, nothing but what a conversion writes
+    (:func:`foreign_entry`), so a folder of the user's own is never taken for an earlier run.
     """
-    src, out = source.resolve(), output.resolve()
-    if _is_within(out, src):
-        raise UserError(f"output '{output}' lies inside the source folder '{source}'; converters never write into the source")
-    if _is_within(src, out):
-        raise UserError(f"source '{source}' lies inside the output folder '{output}'; choose another output")
-    if out.exists():
-        if not out.is_dir():
+    check_output(output, [Input(source, "source folder")])
+    if output.is_symlink():
+        raise UserError(f"output '{output}' is a symbolic link; give the folder it points to, or a new folder")
+    if output.exists():
+        if not output.is_dir():
             raise UserError(f"output '{output}' exists and is not a folder")
-        if any(out.iterdir()) and not (out / marker).is_file():
+        if not any(output.iterdir()):
+            return
+        if not (output / marker).is_file():
             raise UserError(
                 f"output '{output}' exists, is not empty and is not a {'converted dataset' if marker == METADATA else 'previous export'}; "
                 "refusing to replace it (choose an empty or new folder)"
             )
+        why = foreign_entry(output) if marker == METADATA else None
+        if why is not None:
+            raise UserError(f"output '{output}' is not one of fashion-convert's conversions ({why}); refusing "
+                            "to replace it; choose an empty or new folder")
 
 
 @contextmanager

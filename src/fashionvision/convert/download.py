@@ -119,14 +119,38 @@ def _fetch(url: str, target: Path, timeout: float, progress: bool) -> str:
     return digest.hexdigest()
 
 
+#: an archive that unpacks to more than this many times its packed size (and above MIN_BOMB_BYTES)
+#: is refused: photos and JSON compress 1-10x, a decompression bomb 1000x
+MAX_UNPACK_RATIO = 200
+MIN_BOMB_BYTES = 10_000_000
+
+
+def _check_unpacked_size(archive: Path, infos: list[zipfile.ZipInfo], folder: Path) -> None:
+    """Refuse an archive whose members unpack to more than the disk holds, or far more than it weighs.
+
+    ``zipfile`` stops each member at its declared size, so the declared sizes bound the whole.
+    """
+    unpacked = sum(info.file_size for info in infos)
+    packed = max(1, sum(info.compress_size for info in infos))
+    probe = folder if folder.exists() else folder.parent
+    free = shutil.disk_usage(probe).free
+    if unpacked > free:
+        raise UserError(f"archive {archive.name} unpacks to {unpacked / 1e9:.2f} GB, {free / 1e9:.2f} GB are free "
+                        f"in {probe}; free some space")
+    if unpacked > MIN_BOMB_BYTES and unpacked / packed > MAX_UNPACK_RATIO:
+        raise UserError(f"archive {archive.name} unpacks to {unpacked} bytes from {packed} ({unpacked // packed}x, "
+                        f"more than {MAX_UNPACK_RATIO}x): a decompression bomb, not a dataset; refusing it")
+
+
 def _safe_extract(archive: Path, folder: Path) -> None:
-    """Unzip ``archive`` into ``folder``, refusing absolute or ``..`` member names."""
+    """Unzip ``archive`` into ``folder``, refusing absolute or ``..`` member names and bombs."""
     try:
         with zipfile.ZipFile(archive) as zf:
             for name in zf.namelist():
                 parts = PurePosixPath(name.replace("\\", "/")).parts
                 if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
                     raise UserError(f"archive {archive.name} holds an unsafe path '{name}'; refusing it")
+            _check_unpacked_size(archive, zf.infolist(), folder)
             zf.extractall(folder)
     except zipfile.BadZipFile as exc:
         raise UserError(f"downloaded file is not a valid zip archive ({exc})") from exc

@@ -81,7 +81,12 @@ def download_fashionpedia(dest: str | os.PathLike, items: list[Item], timeout: f
             fetch_resumable(RemoteFile(item.url, target, item.size, item.sha256), timeout=timeout,
                             progress=progress, retries=retries)
         if item.unpack_to:
-            _unpack(target, dest, item.unpack_to)
+            try:
+                _unpack(target, dest, item.unpack_to)
+            except UserError as exc:  # kept, it would be refused again on every run
+                target.unlink(missing_ok=True)
+                raise UserError(f"{exc}; the downloaded {item.file} was removed (the next run downloads it "
+                                "again)") from exc
             target.unlink()
         done.append(item.unpack_to + "/" if item.unpack_to else item.file)
     if staging.is_dir() and not any(staging.iterdir()):

@@ -19,6 +19,7 @@ import shutil
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,14 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _say_other_host(remote: RemoteFile, final_url: str) -> None:
+    """Warn when a redirect led to another host and no checksum vouches for what it sends."""
+    asked, got = urllib.parse.urlsplit(remote.url).hostname, urllib.parse.urlsplit(final_url).hostname
+    if asked != got and not remote.sha256:
+        log.warning("%s redirected to another host (%s); no sha256 is configured for it, so what that host "
+                    "sends is installed unchecked (set sha256 to verify it)", remote.url, got)
+
+
 def _attempt(remote: RemoteFile, part: Path, timeout: float, progress: bool) -> int | None:
     """One HTTP request continuing ``part``; returns the announced total. Raises on failure."""
     from tqdm import tqdm
@@ -78,6 +87,7 @@ def _attempt(remote: RemoteFile, part: Path, timeout: float, progress: bool) -> 
             raise ConnectionError(f"the partial file was longer than {remote.url}; starting again") from exc
         raise
     with response:
+        _say_other_host(remote, response.geturl())
         total = _total_from(response, offset)
         if response.status == 206:
             match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
@@ -148,6 +158,12 @@ def fetch_resumable(remote: RemoteFile, timeout: float = 60.0, progress: bool = 
         raise UserError(f"download of {remote.url} is incomplete after {retries + 1} attempts ({last_error}); "
                         f"{got} bytes kept in {part}: run the command again to resume")
     size = part.stat().st_size
+    if total is None and remote.size is None and not remote.sha256:
+        # the body simply ends where the connection closed: a cut transfer looks complete
+        part.unlink()
+        raise UserError(f"{remote.url} sent no Content-Length, so a transfer cut short cannot be told from a "
+                        f"complete one ({size} bytes received); not installed (the partial file was removed): "
+                        "set its sha256 (or size) in the configuration to verify and install it")
     if remote.size is not None and size != remote.size:
         part.unlink()
         raise UserError(f"{remote.url}: got {size} bytes, expected {remote.size}; the partial file was removed")

@@ -20,6 +20,9 @@ import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
 
+from fashionvision.convert.common import mask_write_failed
+from fashionvision.errors import UserError
+
 BATCH = 32  # images per task sent to a worker
 MAX_IN_FLIGHT = 16  # batches queued at once: bounds the memory held by pending work
 UPSAMPLE = 5.0  # pycocotools rasterises polygons on a 5x grid (maskApi.c rleFrPoly)
@@ -44,6 +47,10 @@ def segmentation_rle(segmentation: list | dict, height: int, width: int) -> dict
             raise ValueError(f"RLE size {size} differs from the image size [{height}, {width}]")
         counts = segmentation["counts"]
         if isinstance(counts, list):
+            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+                raise ValueError("RLE counts must be non-negative integers")
+            if sum(counts) != height * width:
+                raise ValueError(f"RLE counts add up to {sum(counts)} pixels, the image has {height * width}")
             return coco_mask.frPyObjects(segmentation, height, width)
         if isinstance(counts, str):
             counts = counts.encode("ascii")
@@ -170,7 +177,7 @@ def paint_mask(height: int, width: int, instances: Sequence[tuple[float, int, ob
     for area, value, segmentation in sorted(instances, key=lambda item: -item[0]):
         try:
             paint_instance(canvas, segmentation, value)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             problems.append(f"instance of class value {value} not painted: {exc}")
     return canvas, problems
 
@@ -183,7 +190,8 @@ def _write_batch(batch: list[tuple[str, int, int, list]]) -> list[tuple[str, str
         problems.extend((path, p) for p in found)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         if not cv2.imwrite(path, canvas):
-            raise OSError(f"could not write mask {path}")
+            Path(path).unlink(missing_ok=True)
+            raise UserError(mask_write_failed(path))
     return problems
 
 

@@ -14,10 +14,9 @@ file written by another tool sees every bad line at once as ``FILE:LINE: reason`
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator, Sequence
@@ -25,6 +24,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from fashionvision.errors import UserError
+from fashionvision.output_guard import atomic_write_text as guarded_write_text
 
 BOX_FIELDS = 5  # x1, y1, x2, y2, cls
 #: no image format in use stores a side longer than this (JPEG's limit); a larger value is a
@@ -79,6 +79,9 @@ class AnnotationError(UserError, ValueError):
 
 def check_relative_path(path: str) -> str | None:
     """Return why ``path`` is not an acceptable dataset-relative image path, or None if it is."""
+    bad = next((ch for ch in path if unicodedata.category(ch) == "Cc"), None)
+    if bad is not None:  # a NUL byte passed validation and crashed every open() (issue 28, item 15)
+        return f"image path {path!r} contains a control character ({bad!r})"
     if path.startswith("/") or path.startswith("\\") or (len(path) > 1 and path[1] == ":"):
         return f"image path '{path}' is absolute; paths must be relative to the dataset root"
     if ".." in PurePosixPath(path.replace("\\", "/")).parts:
@@ -204,35 +207,14 @@ def format_record(record: Record) -> str:
     return " ".join(parts)
 
 
-def current_umask() -> int:
-    """The process umask (reading it means setting it; restored at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str, root: str | os.PathLike | None = None) -> None:
     """Write ``text`` so that readers see the old file or the whole new one, never half.
 
-    Refuses (``OSError``) to replace anything but a regular file: renaming over ``/dev/full``
-    or a FIFO would replace the device itself.
+    The output guard's write (:func:`fashionvision.output_guard.atomic_write_text`): a unique
+    temporary name, never through an existing symbolic link, and ``OSError`` rather than
+    renaming over anything but a regular file (``/dev/full``, a FIFO).
     """
-    path = Path(path)
-    if path.exists() and not path.is_file():
-        raise OSError(errno.EEXIST, "exists and is not a regular file", str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    guarded_write_text(path, text, root)
 
 
 def write_annotations(path: str | os.PathLike, records: Iterable[Record]) -> None:
@@ -257,8 +239,27 @@ def read_classes(path: str | os.PathLike) -> list[str]:
         return [line.rstrip("\n") for line in handle if line.strip()]
 
 
+def class_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be one line of ``classes.txt``, or None.
+
+    A line break (or any control or line-separator character) would split it into two lines
+    and shift every later class (issue 28, item 13).
+    """
+    if not isinstance(name, str) or not name.strip():
+        return f"class name {name!r} is empty or not text"
+    bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        return (f"class name {name!r} contains a line break or control character ({bad!r}); it would split "
+                "classes.txt and shift every later class")
+    return None
+
+
 def write_classes(path: str | os.PathLike, names: Sequence[str]) -> None:
-    """Write ``classes.txt`` atomically."""
+    """Write ``classes.txt`` atomically; a name that is not one clean line is a :class:`UserError`."""
+    for index, name in enumerate(names):
+        problem = class_name_problem(name)
+        if problem:
+            raise UserError(f"{path}: class {index}: {problem}")
     atomic_write_text(path, "".join(f"{n}\n" for n in names))
 
 

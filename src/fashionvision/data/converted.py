@@ -21,6 +21,7 @@ from pathlib import Path
 
 from fashionvision.data.annotations import Record, read_annotations, read_classes
 from fashionvision.errors import UserError
+from fashionvision.output_guard import Input
 
 SPLITS = ("train", "val", "test")
 METADATA = "metadata.json"
@@ -77,6 +78,10 @@ class ConvertedDataset:
     @property
     def has_masks(self) -> bool:
         return self.mask_classes is not None and (self.folder / "masks").is_dir()
+
+    def inputs(self) -> list[Input]:
+        """What a command reading this dataset reads, for :func:`fashionvision.output_guard.check_output`."""
+        return [Input(self.folder, "converted dataset"), Input(self.image_root, "image folder")]
 
     def split_file(self, split: str) -> Path:
         if split not in SPLITS:

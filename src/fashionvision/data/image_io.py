@@ -15,8 +15,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fashionvision.output_guard import atomic_write
+
 # 100 megapixels: far above any fashion photo, far below what would exhaust memory.
 DEFAULT_MAX_PIXELS = 100_000_000
+
+#: the longest side a JPEG written here may have (the format's limit is 65,535)
+JPEG_MAX_SIDE = 65_500
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -28,6 +33,12 @@ class ImageReadError(OSError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def _why(exc: BaseException) -> str:
+    """PIL's reason, with the exception type when the message alone says little."""
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _open(path: str | os.PathLike, max_pixels: int) -> Image.Image:
@@ -43,6 +54,10 @@ def _open(path: str | os.PathLike, max_pixels: int) -> Image.Image:
         raise ImageReadError(path, f"refused: image larger than the pixel limit ({exc})") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise ImageReadError(path, f"not a readable image ({exc})") from exc
+    except MemoryError as exc:
+        raise ImageReadError(path, "refused: decoding it needs more memory than there is") from exc
+    except Exception as exc:  # noqa: BLE001 - PIL's plugins raise ValueError, KeyError, struct.error, ...
+        raise ImageReadError(path, f"not a readable image ({_why(exc)})") from exc
     width, height = image.size
     if width * height > max_pixels:
         image.close()
@@ -97,8 +112,10 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             return np.ascontiguousarray(np.asarray(_to_rgb(image)))
     except ImageReadError:
         raise
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageReadError(path, f"corrupt or truncated image ({exc})") from exc
+    except MemoryError as exc:
+        raise ImageReadError(path, "refused: decoding it needs more memory than there is") from exc
+    except Exception as exc:  # noqa: BLE001 - every way a damaged file fails inside PIL is the file's fault
+        raise ImageReadError(path, f"corrupt or truncated image ({_why(exc)})") from exc
 
 
 def decode_image_bytes(data: bytes, name: str = "<upload>", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -125,11 +142,21 @@ def image_size(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     return width, height
 
 
-def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    """Write an RGB uint8 array (PNG or JPEG by suffix), creating parent folders."""
+def write_image(path: str | os.PathLike, rgb: np.ndarray, root: str | os.PathLike | None = None) -> None:
+    """Write an RGB uint8 array (PNG or JPEG by suffix), creating parent folders.
+
+    Through the output guard: a temporary name then a rename, never through a symbolic link
+    that is already there, and (with ``root``) never outside the output folder ``root``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(path)
+    picture = Image.fromarray(rgb)
+    if path.suffix.lower() in (".jpg", ".jpeg") and max(picture.size) > JPEG_MAX_SIDE:
+        # JPEG holds at most 65,535 px a side: a wider drawing is scaled down to fit (issue 28, item 11)
+        scale = JPEG_MAX_SIDE / max(picture.size)
+        picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
+                                 Image.Resampling.BILINEAR)
+    atomic_write(path, lambda tmp: picture.save(tmp), root)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from fashionvision.errors import UserError
+from fashionvision.output_guard import Input, unique_temporary, writable_target
 
 log = logging.getLogger("fashionvision.engine")
 
@@ -81,32 +82,39 @@ def save_checkpoint(path: str | os.PathLike, state: dict, keep_previous: bool = 
     """Write ``state`` to ``path`` atomically; the file it replaces becomes ``<stem>.prev.pt``.
 
     A crash at any moment leaves either the old or the new file under ``path`` (never a torn
-    one), and the one before it under the ``.prev`` name.
+    one), and the one before it under the ``.prev`` name. Temporary names are unique to each
+    call (two writers never share one). A full disk or a file-size limit is one
+    :class:`UserError`; the partial file is removed and the last good checkpoint stays.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    writable_target(path)
+    tmp = unique_temporary(path)
     try:
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(tmp, "wb") as handle:
+                torch.save(state, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except (RuntimeError, OSError) as exc:  # torch.save turns ENOSPC/EFBIG into RuntimeError
+            kept = f"; the last good checkpoint '{path}' is intact" if path.is_file() else ""
+            raise UserError(f"could not write checkpoint '{path}' (disk full or a file-size limit? "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}){kept}") from exc
         if keep_previous and path.exists():
             prev = previous_of(path)
-            link_tmp = prev.with_name(f".{prev.name}.tmp-{os.getpid()}")
+            link_tmp = unique_temporary(prev)
             try:
                 # a hard link keeps `path` in place while `prev` is swapped in
-                if link_tmp.exists():
-                    link_tmp.unlink()
+                link_tmp.unlink()
                 os.link(path, link_tmp)
                 os.replace(link_tmp, prev)
             except OSError:
+                link_tmp.unlink(missing_ok=True)
                 os.replace(path, prev)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -125,26 +133,57 @@ def _offer(path: Path) -> str:
     return ""
 
 
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be a PyTorch file at all (random bytes, another format), or None."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if zipfile.is_zipfile(path):
+        return None
+    if head[:2] == b"PK":
+        return "is corrupt or truncated (a zip archive without its end: an interrupted write or a full disk)"
+    if head[:1] == b"\x80":  # torch's legacy (pre-1.6) format starts as a pickle
+        return None
+    return "is not a PyTorch checkpoint (neither a zip archive nor a legacy torch file: random bytes, " \
+           "another format, or overwritten)"
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """``torch.load(path, weights_only=True)`` with one clear error for each way it fails."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist")
+    problem = _not_a_checkpoint(path)
+    if problem:
+        raise UserError(f"checkpoint '{path}' {problem}{_offer(path)}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+        text = str(exc)
+        # only a refused global is a pickled object; any other unpickling error is a damaged file
+        if "global" in text.lower() and ("weights only" in text.lower() or "weights_only" in text):
             raise UserError(
                 f"checkpoint '{path}' contains pickled Python objects, which are refused "
                 f"(loaded with weights_only=True because checkpoints may come from others); "
                 f"only tensors, numbers, strings, lists and dicts are accepted"
             ) from exc
-        raise UserError(f"checkpoint '{path}' is corrupt or truncated ({exc}){_offer(path)}") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise UserError(f"checkpoint '{path}' is corrupt or truncated ({exc}){_offer(path)}") from exc
+        raise UserError(f"checkpoint '{path}' is corrupt or truncated ({_first_line(exc)}){_offer(path)}") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"checkpoint '{path}' is corrupt or truncated ({_first_line(exc)}){_offer(path)}") from exc
     if not isinstance(state, dict):
         raise UserError(f"checkpoint '{path}' holds a {type(state).__name__}, not a checkpoint dict")
+    for entry in ("config", "task", "ema"):
+        if state.get(entry) is not None and not isinstance(state[entry], dict):
+            raise UserError(f"checkpoint '{path}': its '{entry}' is a {type(state[entry]).__name__}, not a "
+                            f"mapping; it is not a checkpoint that fashion-train wrote (or it was edited)")
     return state
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def resolve_checkpoint(ckpt_or_run_dir: str | os.PathLike) -> Path:
@@ -161,12 +200,53 @@ def resolve_checkpoint(ckpt_or_run_dir: str | os.PathLike) -> Path:
     raise UserError(f"checkpoint or run folder '{path}' does not exist")
 
 
+def checkpoint_inputs(ckpt: str | os.PathLike) -> list[Input]:
+    """A checkpoint and the run folder it belongs to, as inputs of the output guard.
+
+    Evaluating into the run folder itself would replace the run's ``metrics.json`` (issue 28,
+    item 5); a fresh folder below it (``run/eval_test``) is the peer benchmarks' layout.
+    """
+    ckpt = Path(ckpt)
+    folder = ckpt.parent.parent if ckpt.parent.name == CHECKPOINT_DIR else ckpt.parent
+    return [Input(folder, "training run folder", subfolders_ok=True), Input(ckpt, "checkpoint")]
+
+
+def _damaged(path: Path) -> str | None:
+    """Why ``path`` is unreadable, from its bytes alone (zip CRCs; no unpickling), or None."""
+    problem = _not_a_checkpoint(path)
+    if problem or not zipfile.is_zipfile(path):
+        return problem
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
+        return f"is corrupt or truncated ({_first_line(exc)})"
+    return f"is corrupt (damaged entry {bad})" if bad else None
+
+
 def find_resume_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint ``trainer.resume=auto`` continues: the run's ``last.pt`` (or its .prev)."""
+    """The checkpoint ``trainer.resume=auto`` continues: the run's ``last.pt``, else its ``.prev``.
+
+    A ``last.pt`` that is unreadable (a crash or a full disk while the file system was
+    failing) falls back to ``last.prev.pt``, saying so (issue 28, item 14); both unreadable
+    is a :class:`UserError`.
+    """
     folder = Path(run_dir) / CHECKPOINT_DIR
+    problems = []
     for name in (LAST, PREV):
-        if (folder / name).is_file():
-            return folder / name
+        path = folder / name
+        if not path.is_file():
+            continue
+        problem = _damaged(path)
+        if problem is None:
+            if problems:
+                log.warning("trainer.resume=auto: %s; resuming from %s instead (one checkpoint earlier)",
+                            problems[0], path)
+            return path
+        problems.append(f"'{path}' {problem}, unreadable")
+    if problems:
+        raise UserError(f"trainer.resume=auto: no readable checkpoint in '{folder}' ({'; '.join(problems)}); "
+                        "start afresh in a new hydra.run.dir, or with trainer.overwrite=true")
     return None
 
 

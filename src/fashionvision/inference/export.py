@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from fashionvision.errors import UserError
+from fashionvision.output_guard import Input, check_output, unique_temporary, writable_target
 from fashionvision.inference.onnx import MAX_BUFFER_NUMEL, META_KEY, OnnxModel, _plain, _session
 from fashionvision.inference.predictor import Predictor, prepare_images
 from fashionvision.tasks.base import Task
@@ -120,8 +121,10 @@ def export_onnx(predictor: Predictor, output: str | Path, opset: int = DEFAULT_O
         raise UserError(f"'{output}' already exists; pass overwrite=true to replace it, or choose another output=")
     if output.exists() and not output.is_file():
         raise UserError(f"'{output}' exists and is not a file")
+    check_output(output, [Input(Path(predictor.source), "checkpoint")])
+    writable_target(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}{output.suffix}")
+    tmp = unique_temporary(output)
     try:
         try:
             report = _export_to(predictor, tmp, opset, atol, check)

@@ -21,7 +21,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -29,6 +29,7 @@ import numpy as np
 from fashionvision.data.annotations import atomic_write_text
 from fashionvision.data.image_io import IMAGE_SUFFIXES, ImageReadError, list_images, read_image, write_image
 from fashionvision.errors import UserError
+from fashionvision.output_guard import Input, check_output, unique_temporary, writable_target
 from fashionvision.inference.predictor import Predictor
 
 log = logging.getLogger("fashionvision")
@@ -143,7 +144,7 @@ def list_sources(source: str) -> tuple[list[Path], Path | None]:
     raise UserError(f"source '{source}' does not exist (give an image, a folder, a glob or a video)")
 
 
-def check_output_folder(output: Path, files: list[Path], root: Path | None) -> None:
+def check_output_folder(output: Path, files: list[Path], root: Path | None, extra: Sequence[Input] = ()) -> None:
     """Refuse an output folder that is a source folder or lies inside one (issue 10, item 1).
 
     Annotated copies are named after their photo (``<stem>.jpg``): written into the photo's
@@ -152,13 +153,23 @@ def check_output_folder(output: Path, files: list[Path], root: Path | None) -> N
     below it; a single file or a glob refuses the folder of each file it names (a subfolder
     such as ``photos/pred`` stays allowed there).
     """
-    out = output.resolve()
-    folders = {root.resolve()} if root is not None else {f.resolve().parent for f in files}
-    for folder in sorted(folders):
-        if out == folder or (root is not None and folder in out.parents):
-            where = "is" if out == folder else "lies inside"
-            raise UserError(f"output '{output}' {where} the source folder '{folder}': predictions would "
-                            f"overwrite or mix with the photos; choose an output folder outside it")
+    if root is not None:
+        inputs = [Input(root, "source folder")]
+    else:
+        inputs = [Input(folder, "source folder", subfolders_ok=True) for folder in sorted({f.parent for f in files})]
+    check_output(output, inputs + [Input(f, "source file") for f in files] + list(extra))
+
+
+def model_inputs(model: str | os.PathLike) -> list[Input]:
+    """The model file a prediction reads, and its run folder when it is one of our checkpoints."""
+    from fashionvision.engine.checkpoint import checkpoint_inputs, resolve_checkpoint
+
+    path = Path(str(model))
+    if path.is_dir():  # a run folder: its best.pt (or last.pt)
+        path = resolve_checkpoint(path)
+    if not path.is_file():
+        return []
+    return checkpoint_inputs(path) if path.suffix == ".pt" else [Input(path, "model file")]
 
 
 def _refuse_source_target(target: Path, sources: set[Path]) -> None:
@@ -247,8 +258,8 @@ class VideoOut:
     FOURCC = "mp4v"
 
     def __init__(self, path: Path, fps: float):
-        self.path, self.fps = path, fps
-        self.tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+        self.path, self.fps = writable_target(path), fps
+        self.tmp = unique_temporary(path)  # unique: never a name a link was planted at
         self.writer: cv2.VideoWriter | None = None
         self.size: tuple[int, int] | None = None
         self.frames = 0
@@ -268,10 +279,11 @@ class VideoOut:
 
     def close(self) -> Path | None:
         if self.writer is None:
+            self.tmp.unlink(missing_ok=True)
             return None
         self.writer.release()
         self.writer = None
-        os.replace(self.tmp, self.path)
+        os.replace(self.tmp, writable_target(self.path))
         return self.path
 
     def discard(self) -> None:
@@ -321,7 +333,7 @@ def predict_source(predictor: Predictor, source: str, output: str | Path, conf: 
 
     output = Path(output)
     files, root = list_sources(source)
-    check_output_folder(output, files, root)
+    check_output_folder(output, files, root, model_inputs(predictor.source))
     sources = {f.resolve() for f in files}
     output.mkdir(parents=True, exist_ok=True)
     total = count_work(files, video_stride)
@@ -353,26 +365,40 @@ def _predict_frames(predictor: Predictor, frames: Iterator[Frame], output: Path,
             log.warning("skipped %s: %s", frame.source, frame.error)
             summary.skipped.append({"path": frame.source, "reason": frame.error})
             continue
-        prediction = predictor(frame.image, conf=conf, iou=iou)
-        items = describe(predictor, prediction)
-        record = {
-            "image": frame.source,
-            "size": list(frame.image.shape[:2]),
-            "model": predictor.source,
-            "task": predictor.task.name,
-            "items": items,
-        }
-        target = output / frame.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for suffix in (".json", ".jpg") if save_images else (".json",):
-            _refuse_source_target(Path(f"{target}{suffix}"), sources)
-        atomic_write_text(Path(f"{target}.json"), json.dumps(record, indent=1) + "\n")
-        if save_images:
-            picture = draw(predictor, frame.image, prediction)
-            if frame.video is not None:
-                _refuse_source_target(output / f"{frame.video}.mp4", sources)
-                videos.add(frame, picture)
-            if frame.video is None or save_frames:
-                write_image(Path(f"{target}.jpg"), picture)
-        summary.ok += 1
-        summary.items += len(items)
+        try:
+            _predict_one(predictor, frame, output, summary, conf, iou, save_images, save_frames, videos, sources)
+        except MemoryError:
+            # one line naming the image, and on to the next (issue 28, item 11)
+            reason = f"out of memory predicting or drawing this {frame.image.shape[1]}x{frame.image.shape[0]} image"
+            log.warning("skipped %s: %s", frame.source, reason)
+            summary.skipped.append({"path": frame.source, "reason": reason})
+
+
+def _predict_one(predictor: Predictor, frame: Frame, output: Path, summary: PredictSummary,
+                 conf: float | None, iou: float | None, save_images: bool, save_frames: bool,
+                 videos: VideoSink, sources: set[Path]) -> None:
+    """Predict, describe and draw one frame; write its JSON (and picture)."""
+    prediction = predictor(frame.image, conf=conf, iou=iou)
+    items = describe(predictor, prediction)
+    record = {
+        "image": frame.source,
+        "size": list(frame.image.shape[:2]),
+        "model": predictor.source,
+        "task": predictor.task.name,
+        "items": items,
+    }
+    target = output / frame.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".json", ".jpg") if save_images else (".json",):  # checked before either is written
+        _refuse_source_target(Path(f"{target}{suffix}"), sources)
+        writable_target(Path(f"{target}{suffix}"), output)
+    atomic_write_text(Path(f"{target}.json"), json.dumps(record, indent=1) + "\n", output)
+    if save_images:
+        picture = draw(predictor, frame.image, prediction)
+        if frame.video is not None:
+            _refuse_source_target(output / f"{frame.video}.mp4", sources)
+            videos.add(frame, picture)
+        if frame.video is None or save_frames:
+            write_image(Path(f"{target}.jpg"), picture, output)
+    summary.ok += 1
+    summary.items += len(items)

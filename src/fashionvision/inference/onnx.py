@@ -69,7 +69,11 @@ class OnnxModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Any:
         array = x.detach().to(self.input_dtype).cpu().numpy()
-        outputs = [torch.from_numpy(o).to(x.device) for o in self.session.run(None, {"images": array})]
+        try:
+            results = self.session.run(None, {"images": array})
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors (allocation included) have no common base
+            raise UserError(f"the ONNX model failed on this input ({str(exc).strip().splitlines()[0][:300]})") from exc
+        outputs = [torch.from_numpy(o).to(x.device) for o in results]
         if self.structure == "tensor":
             return outputs[0]
         return tuple(outputs) if self.structure == "tuple" else outputs
@@ -77,6 +81,11 @@ class OnnxModel(nn.Module):
 
 def read_metadata(path: str | Path) -> dict:
     """The export metadata of an ``.onnx`` file; clear error when it is not one of ours."""
+    return _read(path)[1]
+
+
+def _read(path: str | Path) -> tuple[Any, dict]:
+    """``(the ModelProto, its checked metadata)``."""
     import onnx
 
     try:
@@ -94,7 +103,7 @@ def read_metadata(path: str | Path) -> dict:
     problem = metadata_problem(meta)
     if problem:
         raise UserError(f"'{path}': damaged or crafted '{META_KEY}' metadata: {problem}")
-    return meta
+    return proto, meta
 
 
 #: dtypes a file may name (resolved with getattr(torch, ...): never an arbitrary attribute)
@@ -143,11 +152,78 @@ def metadata_problem(meta: Any) -> str | None:
     return None
 
 
+#: the most elements one constant, or one shape a graph spells out as a constant, may imply:
+#: 2**28 float32 is 1 GB, far above any weight or feature map of our exports (issue 28, item 8)
+MAX_GRAPH_ELEMENTS = 1 << 28
+#: operators whose shape-like input (index) makes a tensor of that many elements
+_SHAPE_INPUTS = {"ConstantOfShape": 0, "Expand": 1, "Reshape": 1, "Tile": 1, "Resize": 3, "Upsample": 1}
+_FLOATS = {1, 10, 11, 16}  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+def graph_problem(proto: Any, meta: dict) -> str | None:
+    """What makes an ONNX graph unfit to run as one of our exports, or None.
+
+    Its one input must be ``images`` (N x 3 x H x W, the exported dtype), its outputs as many
+    as the export wrote and floating point, and no constant, nor any shape the graph builds
+    from constants, may imply more than :data:`MAX_GRAPH_ELEMENTS` elements.
+    """
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    constants = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attribute in node.attribute:
+                if attribute.name == "value" and attribute.t is not None:
+                    constants[node.output[0]] = attribute.t
+    for name, tensor in constants.items():
+        numel = int(np.prod([int(d) for d in tensor.dims], dtype=np.float64))
+        if numel > MAX_GRAPH_ELEMENTS:
+            return f"constant '{name}' holds {numel} elements (more than {MAX_GRAPH_ELEMENTS})"
+    for node in graph.node:
+        index = _SHAPE_INPUTS.get(node.op_type)
+        if index is None or len(node.input) <= index or node.input[index] not in constants:
+            continue
+        try:
+            values = numpy_helper.to_array(constants[node.input[index]]).astype(np.float64).ravel()
+        except Exception:  # noqa: BLE001 - an unreadable constant is a damaged file
+            return f"the shape input of {node.op_type} node '{node.name}' is unreadable"
+        numel = int(np.prod(np.abs(values[values > 0]))) if values.size else 0
+        if numel > MAX_GRAPH_ELEMENTS:
+            return (f"{node.op_type} node '{node.name or node.output[0]}' makes a tensor of {numel} elements "
+                    f"(more than {MAX_GRAPH_ELEMENTS}): a memory bomb, not a model")
+    inputs = [i for i in graph.input if i.name not in constants]
+    if [i.name for i in inputs] != ["images"]:
+        return f"it must have one input 'images', it has {', '.join(repr(i.name) for i in inputs) or 'none'}"
+    tensor_type = inputs[0].type.tensor_type
+    dims = list(tensor_type.shape.dim)
+    if len(dims) != 4 or (dims[1].HasField("dim_value") and dims[1].dim_value != 3):
+        return "its input 'images' must be N x 3 x H x W"
+    expected = (meta.get("outputs") or {}).get("names")
+    outputs = list(graph.output)
+    if meta["outputs"]["structure"] == "tensor" and len(outputs) != 1:
+        return f"it must have one output, it has {len(outputs)}"
+    if isinstance(expected, list) and len(expected) != len(outputs):
+        return f"it has {len(outputs)} output(s), the export wrote {len(expected)}"
+    for output in outputs:
+        if output.type.tensor_type.elem_type not in _FLOATS:
+            return f"output '{output.name}' is not a floating-point tensor"
+    return None
+
+
 def load_onnx(path: str | Path, device: str = "cpu") -> tuple[Task, OnnxModel, dict]:
-    """Rebuild ``(task, model, config)`` from an exported file, without the checkpoint."""
+    """Rebuild ``(task, model, config)`` from an exported file, without the checkpoint.
+
+    The graph is checked (:func:`graph_problem`) before a session is made, so a crafted file
+    is refused without running anything.
+    """
     from fashionvision.families import rebuild_task
 
-    meta = read_metadata(path)
+    proto, meta = _read(path)
+    problem = graph_problem(proto, meta)
+    del proto
+    if problem:
+        raise UserError(f"'{path}' does not fit a fashion-export model: {problem}")
     config = meta.get("config") or {}
     try:
         task = rebuild_task(meta["model_cfg"], meta["task"], config, source=f"'{path}'")

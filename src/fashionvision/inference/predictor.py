@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from fashionvision.engine.build import resolve_device
+from fashionvision.errors import UserError
 from fashionvision.tasks.base import Task
 
 
@@ -91,7 +92,14 @@ class Predictor:
         """Predictions (numpy arrays, original image pixels) for RGB uint8 images."""
         batch, metas = prepare_images(self.task, images, paths)
         with self._lock:
-            outputs = self.task.predict(self.model, batch.to(self.device), metas, conf=conf, iou=iou)
+            try:
+                outputs = self.task.predict(self.model, batch.to(self.device), metas, conf=conf, iou=iou)
+            except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+                if getattr(self.model, "session", None) is None:
+                    raise  # a PyTorch model of ours: a bug, not the file's fault
+                # an ONNX file's outputs of another shape than its family decodes (issue 28, item 8)
+                raise UserError(f"'{self.source}': its outputs do not fit a {self.task.family} model "
+                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
         return [_to_numpy(p) for p in outputs]
 
     def __call__(self, image: np.ndarray, conf: float | None = None, iou: float | None = None) -> dict:

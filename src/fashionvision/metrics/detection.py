@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from fashionvision.data.annotations import atomic_write_text
+from fashionvision.output_guard import atomic_write
 
 
 def gt_to_coco(images: Sequence[dict], class_names: Sequence[str]) -> dict:
@@ -208,7 +209,7 @@ def plot_pr_curve(ev, class_names: Sequence[str], path: Path, instances: dict | 
     else:
         ax.text(0.5, 0.5, "no detections", ha="center", va="center")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
     plt.close(fig)
 
 
@@ -274,7 +275,7 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path: Path
     bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     bar.set_label("share of the true class's boxes")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
     return {"rows": rows, "columns": names, "annotated": annotated, "title": title}
 
 

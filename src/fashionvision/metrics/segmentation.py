@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fashionvision.output_guard import atomic_write, atomic_write_text
+
 
 #: names datasets give their background class (index 0); every table and figure says "background"
 BACKGROUND_ALIASES = ("null", "", "bg", "_background_", "__background__", "background")
@@ -162,7 +164,7 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path)
     ax.set_title("confusion matrix (each row sums to 1)")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
     return Path(path)
 
 
@@ -183,7 +185,7 @@ def plot_iou_bars(metrics: dict, path: str | Path) -> Path:
                  f"{metrics['classes_present']} in the ground truth)")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
     return Path(path)
 
 
@@ -196,8 +198,8 @@ def write_report(matrix: np.ndarray, class_names: list[str], output_dir: str | P
     matrix = np.asarray(matrix)
     metrics = metrics_from_confusion(matrix, class_names)
     metrics.update(extra or {})
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    np.save(output_dir / "confusion_matrix.npy", matrix.astype(np.int64))
+    atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write(output_dir / "confusion_matrix.npy", lambda tmp: np.save(tmp, matrix.astype(np.int64)))
     plot_confusion(matrix, class_names, output_dir / "confusion_matrix.png")
     plot_iou_bars(metrics, output_dir / "per_class_iou.png")
     return metrics

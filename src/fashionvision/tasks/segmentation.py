@@ -381,11 +381,13 @@ class SegmentationTask(Task):
 
         from fashionvision.tasks.visualize import class_colors
 
+        from fashionvision.output_guard import atomic_write
+
         path = folder / self._relative_path(meta).with_suffix(".png")
         path.parent.mkdir(parents=True, exist_ok=True)
         image = Image.fromarray(mask.to(torch.uint8).cpu().numpy(), mode="P")
         image.putpalette(class_colors(len(self.class_names)).reshape(-1).tolist())
-        image.save(path)
+        atomic_write(path, lambda tmp: image.save(tmp), root=folder)  # never through a planted link
         return path
 
     # --- pictures and checkpoints ---------------------------------------------------------

@@ -108,6 +108,10 @@ def draw_boxes(
     return out
 
 
+#: pixels blended at a time by :func:`overlay_mask` (its float temporaries stay a few MB)
+OVERLAY_BAND_PIXELS = 1 << 18
+
+
 def overlay_mask(
     image_rgb: np.ndarray, mask: np.ndarray, alpha: float = 0.5, ignore_background: bool = True,
     colors: np.ndarray | None = None, ignore_index: int | None = 255,
@@ -124,15 +128,20 @@ def overlay_mask(
     palette = class_colors(num) if colors is None else np.asarray(colors, dtype=np.uint8)
     if len(palette) < num:
         raise ValueError(f"mask holds class {num - 1} but the palette has {len(palette)} colours")
-    paint = np.ones(mask.shape, dtype=bool)
-    if ignore_background:
-        paint &= mask != 0
-    if ignore_index is not None:
-        paint &= mask != ignore_index
     out = image.copy()
-    if paint.any():
-        colored = palette[mask[paint].astype(np.int64)].astype(np.float32)
-        out[paint] = (image[paint].astype(np.float32) * (1 - alpha) + colored * alpha + 0.5).astype(np.uint8)
+    # in bands of rows: float copies of a whole 6000 x 6000 photo ran out of memory (issue 28, item 11)
+    rows = max(1, OVERLAY_BAND_PIXELS // max(1, mask.shape[1]))
+    for top in range(0, mask.shape[0], rows):
+        band = mask[top:top + rows]
+        paint = np.ones(band.shape, dtype=bool)
+        if ignore_background:
+            paint &= band != 0
+        if ignore_index is not None:
+            paint &= band != ignore_index
+        if paint.any():
+            colored = palette[band[paint].astype(np.int64)].astype(np.float32)
+            pixels = image[top:top + rows][paint].astype(np.float32)
+            out[top:top + rows][paint] = (pixels * (1 - alpha) + colored * alpha + 0.5).astype(np.uint8)
     return out
 
 

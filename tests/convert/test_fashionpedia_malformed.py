@@ -1,0 +1,62 @@
+"""Issue 28, item 12: malformed Fashionpedia JSON is counted and skipped, or one line.
+
+Nested 200,000 deep, negative RLE counts, a bbox of 1e308, an image or annotation that is not
+an object, a list as an id: each used to end in RecursionError, OverflowError, TypeError or
+KeyError. Each is now ``FILE: annotation id N: reason`` (or ``image id N``), counted and
+skipped, or one line when the file itself is unusable.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fashionvision.convert import fashionpedia
+from fashionvision.errors import UserError
+
+CATEGORY = {"id": 1, "name": "shirt", "supercategory": "upperbody"}
+
+
+def _convert(tmp_path, document, **options):
+    source = tmp_path / "src"
+    source.mkdir(exist_ok=True)
+    text = document if isinstance(document, str) else json.dumps(document)
+    (source / "a.json").write_text(text)
+    return fashionpedia.convert(source, tmp_path / "out", files=["a.json"], require_images=False,
+                                progress_bar=False, split=(1, 0, 0), **options)
+
+
+def test_malformed_entries_are_named_counted_and_skipped(tmp_path):
+    image = {"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}
+    document = {
+        "images": [image, "not an object", {"id": [1, 2], "file_name": "b.jpg", "width": 10, "height": 10}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 3, 3]},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [1e308, 1, 1e308, 3]},
+            7,
+            {"id": [3], "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2]},
+            {"id": 4, "image_id": 1, "category_id": [1], "bbox": [1, 1, 2, 2]},
+            {"id": 5, "image_id": 1, "category_id": 1, "segmentation": {"counts": [-5, 105], "size": [10, 10]}},
+            {"id": 6, "image_id": [1], "category_id": 1, "bbox": [1, 1, 2, 2]},
+        ],
+        "categories": [CATEGORY, "not an object"],
+    }
+    summary = _convert(tmp_path, document, masks=True, workers=1)
+    assert summary.images["train"] == 1 and summary.boxes["train"] == 1
+    reasons = [f"{s.file}: {s.reason}" for s in summary.skipped]
+    text = "\n".join(reasons)
+    for fragment in ("a.json: annotation id 2", "a.json: annotation id 5", "annotation #2 (not an object)",
+                     "annotation #3", "annotation id 4", "annotation id 6", "image #1 (not an object)",
+                     "image #2", "category #1"):
+        assert fragment in text, (fragment, reasons)
+
+
+@pytest.mark.parametrize("document, fragment", [
+    ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
+    ({"images": [], "annotations": [], "categories": [{"id": [1], "name": "x"}]}, "no categories"),
+])
+def test_an_unusable_file_is_one_line(tmp_path, document, fragment):
+    with pytest.raises(UserError, match=fragment) as info:
+        _convert(tmp_path, document, masks=False)
+    assert "\n" not in str(info.value) and "a.json" in str(info.value)
