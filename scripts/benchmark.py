@@ -85,7 +85,7 @@ def timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
 
 def prepare_data(args) -> Path:
     """A converted CCP folder: --data, else the default one, else converted now into a temp folder."""
-    from fashionvision.engine.build import dataset_ready
+    from fashionvision.data.converted import dataset_ready
 
     for candidate in (args.data, os.environ.get("FASHION_CONVERTED_DIR", "data/converted") + "/ccp"):
         if candidate and dataset_ready(candidate):
@@ -107,7 +107,7 @@ def bare_step_and_inference(task, args, device: torch.device, peak: float | None
     """Bare training step and inference speed on one real batch already on the device."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fashionvision.engine.build import to_device
+    from fashionvision.engine.loaders import to_device
     from fashionvision.engine.schedule import build_optimizer
 
     amp = device.type == "cuda" and args.amp == "bf16"

@@ -36,7 +36,7 @@ def sweep(run: Path, dataset: str, split: str, taus: list[float], flips: tuple[b
           scales: list[float] | None = None) -> dict[str, float]:
     """mIoU of one checkpoint at each ``tau`` and flip setting (the network runs once per pair);
     with ``scales``, each pair again with multi-scale TTA (``model.tta_scales``, keys ``...+scales``)."""
-    from fashionvision.engine.build import build_loader
+    from fashionvision.engine.loaders import build_loader
     from fashionvision.families import build_task
     from fashionvision.inference.loading import load_for_inference
 

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from conftest import build_hand_converted_ccp
 from fashionvision.data.converted import ConvertedDataset
-from fashionvision.engine.build import build_loader
+from fashionvision.engine.loaders import build_loader
 from fashionvision.families.yolov3.task import YOLOv3Task as DetectionTask
 torch.set_num_threads(1)
 ccp = Path(os.environ.get("FASHION_DATA_DIR", "../shared/data")) / "ccp-416"

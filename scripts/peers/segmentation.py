@@ -216,7 +216,7 @@ def score_state_dict(weights: Path, dataset_dir: Path, split: str, encoder: str,
     import torch
 
     from fashionvision.data.converted import ConvertedDataset
-    from fashionvision.engine.build import build_loader
+    from fashionvision.engine.loaders import build_loader
     from fashionvision.families import family
     from fashionvision.families.unet.model import load_weights
 

@@ -12,7 +12,7 @@ from fashionvision.cli._hydra import run_dir, run_hydra
 
 def compare(cfg: dict) -> int:
     from fashionvision.compare.report import run_compare
-    from fashionvision.engine.build import resolve_device
+    from fashionvision.engine.device import resolve_device
 
     speed = cfg.get("speed") or {}
     output = Path(cfg.get("output") or run_dir())

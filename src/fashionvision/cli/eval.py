@@ -59,7 +59,9 @@ def evaluate(cfg: dict, output: Path | None = None) -> dict:
     """Evaluate ``cfg["ckpt"]`` on ``cfg["split"]``; returns the metrics (also written to disk)."""
     import torch
 
-    from fashionvision.engine.build import build_loader, clamp_workers, resolve_device
+    from fashionvision.engine.loaders import build_loader
+
+    from fashionvision.engine.device import clamp_workers, resolve_device
     from fashionvision.engine.checkpoint import checkpoint_inputs, load_checkpoint, resolve_checkpoint
     from fashionvision.inference.loading import load_for_inference
     from fashionvision.progress import TrackedLoader

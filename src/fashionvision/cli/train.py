@@ -50,7 +50,7 @@ def ensure_dataset(cfg: dict) -> bool:
 
     Returns True when it converted (the time it took is not charged to ``trainer.max_time``).
     """
-    from fashionvision.engine.build import dataset_ready
+    from fashionvision.data.converted import dataset_ready
 
     dataset = cfg["dataset"]
     path = Path(dataset["path"])

@@ -126,3 +126,9 @@ def image_root_entry(folder: str | os.PathLike, image_root: str | os.PathLike) -
     folder = Path(folder).resolve()
     image_root = Path(image_root).resolve()
     return {"image_root": os.path.relpath(image_root, folder), "image_root_abs": str(image_root)}
+
+
+def dataset_ready(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a converted folder with a training split."""
+    path = Path(path)
+    return (path / "train.txt").is_file() and (path / "metadata.json").is_file()

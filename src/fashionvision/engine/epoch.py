@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from fashionvision.engine import distributed as du
-from fashionvision.engine.build import to_device
+from fashionvision.engine.loaders import to_device
 from fashionvision.engine.logging import progress
 
 

@@ -15,9 +15,11 @@ import torch
 from torch import nn
 
 from fashionvision.engine import distributed as du
-from fashionvision.engine.build import (EpochAware, ResumableSampler, build_loader, clamp_workers, cpu_has_bf16,
-                                        seed_everything)
 from fashionvision.engine.checkpoint import CHECKPOINT_DIR, check_fresh_run_folder, load_pretrained
+from fashionvision.engine.device import clamp_workers, cpu_has_bf16
+from fashionvision.engine.loaders import build_loader
+from fashionvision.engine.samplers import EpochAware, ResumableSampler
+from fashionvision.engine.seeding import seed_everything
 from fashionvision.errors import UserError
 
 if TYPE_CHECKING:  # the contract only: the engine never imports a task at run time

@@ -29,7 +29,7 @@ from fashionvision.engine import hooks as run_hooks
 from fashionvision.engine import resume
 from fashionvision.engine import setup as run_setup
 from fashionvision.engine.budget import TimeBudget
-from fashionvision.engine.build import cpu_has_bf16, resolve_device
+from fashionvision.engine.device import cpu_has_bf16, resolve_device
 from fashionvision.engine.checkpoint import BEST, CHECKPOINT_DIR, LAST, save_checkpoint, set_rng_state
 from fashionvision.engine.config import TrainerConfig, parse_trainer_config
 from fashionvision.engine.ema import ModelEMA

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fashionvision.engine.build import resolve_device
+from fashionvision.engine.device import resolve_device
 from fashionvision.errors import UserError
 from fashionvision.tasks.base import Task
 
