@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fashionvision.data.annotations import Record
+from fashionvision.data.augment_config import AugmentConfig
 from fashionvision.data.box_bounds import fitted_record
 from fashionvision.data.cache import ImageCache, load_resized
 from fashionvision.data.converted import ConvertedDataset
@@ -65,7 +66,7 @@ class FashionDataset(Dataset):
         split: "train", "val" or "test".
         image_size: long side (int) or fixed (H, W) output.
         train: apply ``augment_cfg`` (otherwise letterbox only).
-        augment_cfg: the ``augment`` config as a plain dict (None = no augmentation).
+        augment_cfg: the ``augment`` group (an AugmentConfig, or a dict of its keys; None = no augmentation).
         task: "detection" or "segmentation" (the latter reads masks).
         limit: use only the first ``limit`` images.
         cache: decode each image once into an :class:`ImageCache` file (built here, in the
@@ -77,7 +78,7 @@ class FashionDataset(Dataset):
     """
 
     def __init__(self, data: ConvertedDataset, split: str, image_size: int | tuple[int, int],
-                 train: bool, augment_cfg: dict | None, task: str, limit: int | None = None,
+                 train: bool, augment_cfg: AugmentConfig | dict | None, task: str, limit: int | None = None,
                  cache: bool = False, seed: int = 0, rect: bool = False,
                  ignore_index: int = IGNORE_INDEX, color_on_cpu: bool = True,
                  cache_dir: str | Path | None = None, pad_value: int = PAD_VALUE):

@@ -21,6 +21,10 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from fashionvision.config import parse_section
+from fashionvision.data.augment_config import AugmentConfig
+from fashionvision.errors import UserError
+
 PAD_VALUE = 114
 IGNORE_INDEX = 255
 MIN_BOX_SIDE = 2.0      # boxes thinner than this (pixels) after a transform are dropped
@@ -28,9 +32,6 @@ MIN_AREA_KEPT = 0.2     # ... and boxes keeping less than this share of their ar
 CROP_TRIES = 10         # windows drawn at most to satisfy augment.crop_max_ratio
 
 Shape = tuple[int, int]  # (height, width)
-AUGMENT_KEYS = frozenset({"name", "hflip", "vflip", "hsv_h", "hsv_s", "hsv_v", "contrast", "scale",
-                          "translate", "rotate", "crop", "crop_min_side", "mosaic", "close_mosaic",
-                          "crop_size", "crop_max_ratio", "crop_focus", "close_crop"})
 
 
 def as_shape(size: int | tuple[int, int] | list[int]) -> Shape:
@@ -242,56 +243,41 @@ class TrainTransform:
     un-augmented sample of the dataset (for mosaic) and ``length`` is the dataset size.
     """
 
-    def __init__(self, augment_cfg: dict | None, out_shape: int | tuple[int, int], task: str,
+    def __init__(self, augment: AugmentConfig, out_shape: int | tuple[int, int], task: str,
                  color_on_cpu: bool = True, rect: bool | None = None, pad_value: int = PAD_VALUE,
                  ignore_index: int = IGNORE_INDEX):
         if task not in ("detection", "segmentation"):
             raise ValueError(f"task must be 'detection' or 'segmentation', not {task!r}")
-        cfg = dict(augment_cfg or {})
-        unknown = sorted(set(cfg) - AUGMENT_KEYS)
-        if unknown:  # a typo must not silently turn an augmentation off
-            raise ValueError(f"unknown augment option(s) {', '.join(unknown)}; "
-                             f"valid: {', '.join(sorted(AUGMENT_KEYS))}")
+        cfg = augment  # parsed and range-checked already (AugmentConfig.check)
         self.task = task
         self.out_shape = out_shape
         self.rect = (task == "segmentation") if rect is None else bool(rect)
         self.pad_value, self.ignore_index = pad_value, ignore_index
         self.color_on_cpu = color_on_cpu
-        self.hflip, self.vflip = float(cfg.get("hflip", 0.0)), float(cfg.get("vflip", 0.0))
-        self.hsv = tuple(float(cfg.get(k, 0.0)) for k in ("hsv_h", "hsv_s", "hsv_v", "contrast"))
-        scale = cfg.get("scale", (1.0, 1.0))
-        scale = (float(scale), float(scale)) if isinstance(scale, (int, float)) else tuple(map(float, scale))
-        if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
-            raise ValueError(f"augment scale must be a range [low, high] with 0 < low <= high, not {scale}")
-        self.scale_range = scale
-        self.rotate, self.translate = float(cfg.get("rotate", 0.0)), float(cfg.get("translate", 0.0))
-        self.crop = float(cfg.get("crop", 0.0))
-        self.crop_min_side = float(cfg.get("crop_min_side", 0.6))
+        self.hflip, self.vflip = float(cfg.hflip), float(cfg.vflip)
+        self.hsv = (float(cfg.hsv_h), float(cfg.hsv_s), float(cfg.hsv_v), float(cfg.contrast))
+        self.scale_range = (float(cfg.scale[0]), float(cfg.scale[1]))
+        self.rotate, self.translate = float(cfg.rotate), float(cfg.translate)
+        self.crop = float(cfg.crop)
+        self.crop_min_side = float(cfg.crop_min_side)
         # Mosaic glues four photos: a detector learns from the extra objects and contexts, but
         # for the segmenter the config documents mosaic as detection-only.
-        self.mosaic = float(cfg.get("mosaic", 0.0)) if task == "detection" else 0.0
+        self.mosaic = float(cfg.mosaic) if task == "detection" else 0.0
         # The last ``close_mosaic`` fraction of training (by ``progress``, 0..1) sees whole
         # photos, like the ones it is tested on (YOLOv8 turns mosaic off for its last epochs).
-        self.close_mosaic = float(cfg.get("close_mosaic", 0.0))
-        if not 0.0 <= self.close_mosaic <= 1.0:
-            raise ValueError(f"augment close_mosaic must be a fraction of training in [0, 1], not {self.close_mosaic}")
+        self.close_mosaic = float(cfg.close_mosaic)
         # Segmentation patches: train on random (h, w) windows of the augmented image at the
         # SAME scale, infer on whole images (a fully convolutional model does not mind).
-        self.crop_size = _parse_crop_size(cfg.get("crop_size"))
+        self.crop_size = _parse_crop_size(cfg.crop_size)
         # ... preferring windows where no single class (background, mostly) covers more than
         # this share of the labelled pixels (up to CROP_TRIES draws; mmseg's cat_max_ratio)
-        self.crop_max_ratio = float(cfg.get("crop_max_ratio") or 1.0)
-        if not 0 < self.crop_max_ratio <= 1:
-            raise ValueError(f"augment crop_max_ratio must be in (0, 1], not {self.crop_max_ratio}")
+        self.crop_max_ratio = float(cfg.crop_max_ratio)
         # ... or, with this probability, centred on a pixel of one foreground class drawn
         # uniformly among those in the image: a belt or a pair of sunglasses is then as likely
         # to be in a patch as the dress around it (a uniform window mostly shows background)
-        self.crop_focus = float(cfg.get("crop_focus") or 0.0)
+        self.crop_focus = float(cfg.crop_focus)
         # The last ``close_crop`` fraction of training sees whole images, as at evaluation
-        self.close_crop = float(cfg.get("close_crop") or 0.0)
-        for key in ("crop_focus", "close_crop"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ValueError(f"augment {key} must be in [0, 1], not {getattr(self, key)}")
+        self.close_crop = float(cfg.close_crop)
 
     def shape_for(self, h: int, w: int) -> Shape:
         return target_shape(self.out_shape, h, w, self.rect)
@@ -478,13 +464,13 @@ def crop_window(out_shape: Shape, crop_size: Shape, rng: np.random.Generator) ->
     return (top, left), (h, w)
 
 
-def build_train_transform(augment_cfg: dict | None, out_shape: int | tuple[int, int], task: str,
+def build_train_transform(augment: AugmentConfig | dict | None, out_shape: int | tuple[int, int], task: str,
                           color_on_cpu: bool = True, rect: bool | None = None,
                           pad_value: int = PAD_VALUE, ignore_index: int = IGNORE_INDEX) -> TrainTransform:
-    """The training transform for an ``augment`` config dict (``None`` = letterbox only).
+    """The training transform for the ``augment`` group (``None`` = letterbox only).
 
     Args:
-        augment_cfg: keys of ``configs/augment/default.yaml`` (hflip, vflip, hsv_h, hsv_s,
+        augment: the parsed group, or a dict of its keys (``configs/augment/default.yaml``: hflip, vflip, hsv_h, hsv_s,
             hsv_v, contrast, scale, translate, rotate, crop, mosaic, crop_size); missing keys
             are off. ``crop_size`` ([h, w]) trains on random windows of that size, same scale.
         out_shape: int (square, or rectangular per image when ``rect``) or (H, W).
@@ -493,4 +479,11 @@ def build_train_transform(augment_cfg: dict | None, out_shape: int | tuple[int, 
             (:func:`fashionvision.data.gpu_augment.gpu_color_jitter`).
         rect: rectangular :func:`padded_shape` outputs; default True for segmentation.
     """
-    return TrainTransform(augment_cfg, out_shape, task, color_on_cpu, rect, pad_value, ignore_index)
+    if not isinstance(augment, AugmentConfig):
+        # a dict from code rather than the CLI: the same checks (a typo must not silently turn
+        # an augmentation off), raised as the programming error it is
+        try:
+            augment = parse_section(AugmentConfig, {"name": "custom", **(augment or {})}, "augment")
+        except UserError as exc:
+            raise ValueError(str(exc)) from exc
+    return TrainTransform(augment, out_shape, task, color_on_cpu, rect, pad_value, ignore_index)

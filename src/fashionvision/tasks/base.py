@@ -78,8 +78,8 @@ class Task(ABC):
         #: the ``model`` group parsed once (unknown keys and bad values refused here)
         self.cfg = parse_section(self.config_class, self.model_cfg, "model") if self.config_class else None
         self.data = data
+        #: the ``augment`` group parsed once; the datasets' transforms take it as it is
         self.augment = parse_section(AugmentConfig, augment_cfg, "augment")
-        self.augment_cfg = dataclasses.asdict(self.augment)
         self.anchors_cfg = dict(anchors_cfg or {})
         #: set by the engine when colour jitter runs on the GPU (gpu_augment) instead of in the loader
         self.gpu_color = False
@@ -88,6 +88,11 @@ class Task(ABC):
         self._color_rng = None  # RankGenerator, made on the first GPU-jittered batch
         #: seeds the per-item augmentation; the engine sets it from ``trainer.seed``
         self.seed = int(self.model_cfg.get("seed", 0))
+
+    @property
+    def augment_cfg(self) -> dict:
+        """The ``augment`` group as a plain dict (what checkpoints and reports record)."""
+        return dataclasses.asdict(self.augment)
 
     @property
     def class_names(self) -> list[str]:

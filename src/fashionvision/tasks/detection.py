@@ -139,7 +139,7 @@ class DetectionTask(Task):
         # 32: a 2:3 portrait costs about a third less than its square); evaluation always sees
         # what prediction sees (rect_input), so validation picks best.pt on the users' pipeline
         rect = self.cfg.rect_train if train else self.rect_input
-        return FashionDataset(data or self.data, split, self.image_size, train, self.augment_cfg,
+        return FashionDataset(data or self.data, split, self.image_size, train, self.augment,
                               task=self.name, limit=limit, cache=cache,
                               seed=self.seed, rect=rect,
                               color_on_cpu=not (train and self.gpu_color))

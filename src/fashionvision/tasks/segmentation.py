@@ -129,7 +129,7 @@ class SegmentationTask(Task):
         if not self.data.has_masks:
             raise UserError(f"converted dataset '{self.data.folder}' has mask_classes.txt but no masks/ "
                             "folder; convert it again")
-        return FashionDataset(self.data, split, self.image_size, train, self.augment_cfg,
+        return FashionDataset(self.data, split, self.image_size, train, self.augment,
                               task=self.name, limit=limit, cache=cache,
                               seed=self.seed, ignore_index=self.ignore_index,
                               color_on_cpu=not (train and self.gpu_color))
