@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from fashionvision.data.annotations import atomic_write_text
-from fashionvision.cli._hydra import run_dir, run_hydra
+from fashionvision.cli._hydra import Outcome, run_dir, run_hydra
 from fashionvision.errors import UserError
 
 log = logging.getLogger("fashionvision")
@@ -90,11 +90,14 @@ def _print(report: dict, output: Path) -> None:
     print(f"report written to {output}")
 
 
-def main_body(cfg: dict) -> int:
+def main_body(cfg: dict) -> Outcome:
+    """Evaluate and print; the outcome's value (under ``-m``) is the task's primary metric."""
     output = Path(cfg.get("output") or run_dir())
     report = evaluate(cfg, output)
     _print(report, output)
-    return 0
+    metric = report["eval"]["primary_metric"]
+    value = report.get(metric)
+    return Outcome(0, float(value) if isinstance(value, (int, float)) else None, metric)
 
 
 def main() -> None:

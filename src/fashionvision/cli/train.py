@@ -5,7 +5,14 @@ The run folder is Hydra's run dir (``hydra.run.dir=DIR`` to choose it): ``checkp
 ``results.png`` and ``metrics.json``. With no argument it trains the default model on CCP,
 converting (and downloading) the data first when ``dataset.path`` holds no converted folder
 yet; on a machine without CUDA it picks the model's CPU profile (see ``cli/cpu_profile.py``).
-``trainer.max_time`` counts from the command start (the conversion excepted).
+``trainer.max_time`` counts from the command start (the conversion excepted); under ``-m``
+every job of the sweep has its own clock, from its own start.
+
+Sweeps: ``fashion-train -m experiment=yolo_kmeans_aug,yolo_coco_aug trainer.seed=0,1`` (or a
+grid of ``configs/study/``, a search of ``configs/hparams_search/``): every job its own folder
+under ``hydra.sweep.dir`` and its own log, the job's best validation metric returned to the
+sweeper, a summary at the end (see ``cli/_sweep.py``); ``trainer.threads`` caps each job's
+torch threads so that jobs side by side do not oversubscribe the cores.
 
 Multi-GPU: ``torchrun --nproc_per_node=N -m fashionvision.cli.train trainer=ddp hydra.run.dir=DIR``
 (or set ``FASHION_RUN_DIR``); every rank must write into the same folder.
@@ -14,12 +21,13 @@ Multi-GPU: ``torchrun --nproc_per_node=N -m fashionvision.cli.train trainer=ddp 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
 from pathlib import Path
 
-from fashionvision.cli._hydra import run_dir, run_hydra
+from fashionvision.cli._hydra import Outcome, run_dir, run_hydra
 from fashionvision.errors import UserError
 
 log = logging.getLogger("fashionvision")
@@ -27,8 +35,11 @@ log = logging.getLogger("fashionvision")
 RUN_DIR_ENV = "FASHION_RUN_DIR"
 
 
-#: ``time.perf_counter()`` at the process start (Linux: from /proc), for ``trainer.max_time``
+#: ``time.perf_counter()`` at the process start (Linux: from /proc), for ``trainer.max_time``;
+#: the first job takes it (its budget includes the imports), every later job of a sweep starts its own clock
 STARTED_AT: float | None = None
+#: torch's thread count before any job set ``trainer.threads`` (restored for a job that sets none)
+DEFAULT_THREADS: int | None = None
 #: the one line saying which CPU profile was picked (logged once the config is known to be valid)
 PROFILE_NOTE: str | None = None
 
@@ -113,8 +124,28 @@ def check_model_fits_dataset(cfg: dict) -> None:
         cls(cfg["model"], stand_in, cfg.get("augment"), cfg.get("anchors"))
 
 
-def train(cfg: dict) -> int:
-    """Build the task from the registry, train, write metrics.json; 143 (SIGTERM) or 130 (Ctrl-C) when stopped."""
+def take_clock() -> float:
+    """This job's start: the process start for the first job, now for every later one."""
+    global STARTED_AT
+    started_at, STARTED_AT = STARTED_AT, None
+    return started_at if started_at is not None else time.perf_counter()
+
+
+def set_threads(threads: int | None) -> None:
+    """``trainer.threads``: torch's intra-op threads for this job (None: the process default)."""
+    import torch
+
+    global DEFAULT_THREADS
+    if DEFAULT_THREADS is None:
+        DEFAULT_THREADS = torch.get_num_threads()
+    torch.set_num_threads(int(threads) if threads else DEFAULT_THREADS)
+
+
+def train(cfg: dict) -> Outcome:
+    """Build the task from the registry, train, write metrics.json; 143 (SIGTERM) or 130 (Ctrl-C) when stopped.
+
+    The outcome's value is the best validation metric (what a sweeper optimises).
+    """
     from fashionvision.engine import distributed
     from fashionvision.engine.checkpoint import check_fresh_run_folder
     from fashionvision.engine.config import parse_trainer_config
@@ -122,11 +153,12 @@ def train(cfg: dict) -> int:
     from fashionvision.engine.trainer import Trainer
     from fashionvision.families import task_for_config
 
-    started_at = STARTED_AT if STARTED_AT is not None else time.perf_counter()
+    started_at = take_clock()
     if PROFILE_NOTE:
         log.info("%s", PROFILE_NOTE)
     folder = run_dir()
     trainer_cfg = parse_trainer_config(cfg["trainer"])
+    set_threads(trainer_cfg.threads)
     check_fresh_run_folder(folder, trainer_cfg.resume, trainer_cfg.overwrite)  # before any download
     check_model_fits_dataset(cfg)
     before = time.perf_counter()
@@ -142,11 +174,12 @@ def train(cfg: dict) -> int:
                     folder / "checkpoints" / "last.pt", folder)
         print(f"stopped: continue with `fashion-train {' '.join(resume_args(sys.argv[1:], folder))}`",
               file=sys.stderr)
-        return trainer.stop_signals.exit_code  # 143 after SIGTERM, 130 after Ctrl-C
+        return Outcome(trainer.stop_signals.exit_code)  # 143 after SIGTERM, 130 after Ctrl-C
     if trainer.dist.is_main:
         for line in final_lines(trainer, time.perf_counter() - started_at):
             log.info("%s", line)
-    return 0
+    best = trainer.best_metric
+    return Outcome(0, float(best) if best is not None and math.isfinite(best) else None, trainer.task.primary_metric)
 
 
 def resume_args(argv: list[str], folder: Path) -> list[str]:
