@@ -122,3 +122,21 @@ def test_the_clock_is_per_job(monkeypatch):
     monkeypatch.setattr(train, "STARTED_AT", 12.5)
     assert train.take_clock() == 12.5  # the first job: the process start
     assert train.take_clock() > 12.5 and train.STARTED_AT is None  # every later one: its own start
+
+
+def test_a_stop_signal_stops_the_sweep(tmp_path, monkeypatch, capsys):
+    """SIGTERM or Ctrl-C in a job (it checkpoints and returns 143 or 130): no further job starts."""
+    from fashionvision.cli import _sweep
+    from fashionvision.cli._hydra import Outcome
+
+    sweep = tmp_path / "sweep"
+    for num in (0, 1):
+        (sweep / str(num) / ".hydra").mkdir(parents=True)
+        monkeypatch.setattr(_sweep, "_job_folder", lambda num=num: (sweep / str(num), [f"trainer.seed={num}"], num, sweep))
+        if num == 0:
+            assert _sweep.run_job(lambda: Outcome(0, 0.5, "map50")) == 0.5
+    with pytest.raises(SystemExit) as info:
+        _sweep.run_job(lambda: Outcome(143))
+    assert info.value.code == 143
+    assert json.loads((sweep / "1" / "job.json").read_text())["status"] == "stopped"
+    assert "job 1: stopped" in capsys.readouterr().out

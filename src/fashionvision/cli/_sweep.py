@@ -29,20 +29,23 @@ from hydra.experimental.callback import Callback
 log = logging.getLogger("fashionvision")
 
 JOB_FILE = "job.json"
+#: exit codes of a job stopped by SIGTERM or Ctrl-C (it checkpointed): the sweep stops there too
+STOPPED_CODES = (130, 143)
 #: the summary of the last sweep this process ran (``run_hydra`` reads it for the exit code)
 LAST_SUMMARY: list[dict] | None = None
 
 
-def _job_folder() -> tuple[Path, list[str], int | None]:
+def _job_folder() -> tuple[Path, list[str], int | None, Path]:
+    """``(this job's folder, its overrides, its number, the sweep folder)``."""
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
-    return Path(hc.runtime.output_dir), list(hc.overrides.task), hc.job.get("num")
+    return Path(hc.runtime.output_dir), list(hc.overrides.task), hc.job.get("num"), Path(str(hc.sweep.dir))
 
 
 def run_job(run: Callable[[], Any]) -> float:
     """Run one job of a sweep; record its outcome in ``job.json``; return its metric (NaN if it failed)."""
-    folder, overrides, num = _job_folder()
+    folder, overrides, num, sweep_dir = _job_folder()
     started = time.perf_counter()
     try:
         outcome = run()
@@ -51,14 +54,21 @@ def run_job(run: Callable[[], Any]) -> float:
         log.exception("job %s failed", num)
         outcome, error = None, f"{type(exc).__name__}: {exc}"
     value = None if outcome is None or outcome.value is None else float(outcome.value)
+    stopped = outcome is not None and outcome.code in STOPPED_CODES
     record = {"job": num, "folder": str(folder), "overrides": overrides,
-              "status": "ok" if error is None else "failed", "code": 1 if outcome is None else outcome.code,
+              "status": "ok" if error is None else "stopped" if stopped else "failed", "code": 1 if outcome is None else outcome.code,
               "metric": None if outcome is None else outcome.metric, "value": value, "error": error,
               "seconds": round(time.perf_counter() - started, 3)}
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{JOB_FILE}.tmp"
     tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
     tmp.replace(folder / JOB_FILE)
+    if stopped:
+        # a stop signal is for the whole sweep, not for this job alone: the launcher does not
+        # catch SystemExit, so no further job starts
+        for line in summary_lines(read_jobs(sweep_dir)):
+            print(line, flush=True)
+        raise SystemExit(outcome.code)
     if error is not None:
         log.error("job %s failed (%s); the sweep goes on", num, error)
         return math.nan

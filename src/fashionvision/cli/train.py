@@ -172,7 +172,7 @@ def train(cfg: dict) -> Outcome:
     if trainer.status == "preempted":
         log.warning("preempted: checkpoint written to %s; continue with trainer.resume=auto hydra.run.dir=%s",
                     folder / "checkpoints" / "last.pt", folder)
-        print(f"stopped: continue with `fashion-train {' '.join(resume_args(sys.argv[1:], folder))}`",
+        print(f"stopped: continue with `fashion-train {' '.join(resume_args(command_args(), folder))}`",
               file=sys.stderr)
         return Outcome(trainer.stop_signals.exit_code)  # 143 after SIGTERM, 130 after Ctrl-C
     if trainer.dist.is_main:
@@ -180,6 +180,17 @@ def train(cfg: dict) -> Outcome:
             log.info("%s", line)
     best = trainer.best_metric
     return Outcome(0, float(best) if best is not None and math.isfinite(best) else None, trainer.task.primary_metric)
+
+
+def command_args() -> list[str]:
+    """This run's overrides: the command line, or under ``-m`` this job's own (its experiment, seed, ...)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    config = HydraConfig.get()
+    if config.mode == RunMode.MULTIRUN:
+        return list(config.overrides.task)
+    return sys.argv[1:]
 
 
 def resume_args(argv: list[str], folder: Path) -> list[str]:
