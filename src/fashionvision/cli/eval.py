@@ -1,5 +1,10 @@
 """fashion-eval ckpt=RUN_OR_CKPT [split=test] [dataset.path=DIR] [output=DIR] [device=auto].
 
+Segmenters: every decode-time option is a key (``model.logit_adjust``, ``tta_flip``,
+``tta_scales``; null keeps the checkpoint's), so one multirun scores them all:
+``fashion-eval -m ckpt=A,B model.logit_adjust=0,0.25 tta_flip=false,true split=val`` (each job
+its own folder and metrics.json; the summary at the end lists each job's mIoU).
+
 Task-agnostic: the checkpoint names its model family, the engine rebuilds ``(task, model)``
 from it, and the task's own :meth:`~fashionvision.tasks.base.Task.evaluate` computes and
 writes its report (detection: COCO mAP, per-class AP, PR curve, confusion matrix,
@@ -47,6 +52,9 @@ def evaluate(cfg: dict, output: Path | None = None) -> dict:
     dataset = _dataset_path(cfg, config)
     task, model, _ = load_for_inference(ckpt, device=device, dataset_path=dataset)
     task.eval_options = {"save_masks": bool(cfg.get("save_masks", False))}
+    # the segmenter's decode-time options (null: the checkpoint's): a sweep scores several at once,
+    # `fashion-eval -m ckpt=A,B model.logit_adjust=0,0.25 tta_flip=false,true`
+    task.set_logit_adjust((cfg.get("model") or {}).get("logit_adjust"))
     task.set_tta(cfg.get("tta_flip"), cfg.get("tta_scales"))
     split = str(cfg.get("split", "test"))
     limit = cfg.get("limit_images")
