@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,6 @@ TINY = ["trainer=smoke", "trainer.epochs=1", "trainer.limit_images=2", "trainer.
 def _sweep(args: list[str], sweep: Path, monkeypatch) -> None:
     from fashionvision.cli import train
 
-    monkeypatch.setattr(train, "process_started_at", time.perf_counter)
     monkeypatch.setattr(sys, "argv", ["fashion-train", "-m", *args, f"hydra.sweep.dir={sweep}"])
     with pytest.raises(SystemExit) as info:
         train.main()

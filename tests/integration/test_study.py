@@ -54,9 +54,9 @@ def test_the_study_on_each_launcher(launcher, tiny_ccp, tmp_path):
         folder = Path(j["folder"])
         assert folder.parent == sweep and (folder / "train.log").is_file()
         trained = json.loads((folder / "metrics.json").read_text())
-        assert trained["status"] == "time_budget" and trained["train_seconds"] >= 2.5
-    later = [json.loads((Path(j["folder"]) / "metrics.json").read_text()) for j in jobs[1:]]
-    assert all(t["train_seconds"] <= j["seconds"] + 0.5 for t, j in zip(later, jobs[1:]))  # their own clocks
+        assert trained["status"] in ("time_budget", "completed") and trained["train_seconds"] >= 2.0
+    for j in jobs:  # each job's clock starts with the job, in whatever process the launcher runs it
+        assert json.loads((Path(j["folder"]) / "metrics.json").read_text())["train_seconds"] <= j["seconds"] + 0.5
 
     out = tmp_path / "report"
     done, compare_seconds = _command("compare", [f"runs={sweep}", f"output={out}", "n_images=2", "device=cpu",

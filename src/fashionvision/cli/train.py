@@ -6,7 +6,7 @@ The run folder is Hydra's run dir (``hydra.run.dir=DIR`` to choose it): ``checkp
 converting (and downloading) the data first when ``dataset.path`` holds no converted folder
 yet; on a machine without CUDA it picks the model's CPU profile (see ``cli/cpu_profile.py``).
 ``trainer.max_time`` counts from the command start (the conversion excepted); under ``-m``
-every job of the sweep has its own clock, from its own start.
+every job of the sweep has its own clock, from the job's start.
 
 Sweeps: ``fashion-train -m experiment=yolo_kmeans_aug,yolo_coco_aug trainer.seed=0,1`` (or a
 grid of ``configs/study/``, a search of ``configs/hparams_search/``): every job its own folder
@@ -35,8 +35,8 @@ log = logging.getLogger("fashionvision")
 RUN_DIR_ENV = "FASHION_RUN_DIR"
 
 
-#: ``time.perf_counter()`` at the process start (Linux: from /proc), for ``trainer.max_time``;
-#: the first job takes it (its budget includes the imports), every later job of a sweep starts its own clock
+#: ``time.perf_counter()`` at the process start (Linux: from /proc), for ``trainer.max_time`` of a
+#: single run (its budget includes the imports); every job of a sweep starts its own clock
 STARTED_AT: float | None = None
 #: torch's thread count before any job set ``trainer.threads`` (restored for a job that sets none)
 DEFAULT_THREADS: int | None = None
@@ -125,10 +125,20 @@ def check_model_fits_dataset(cfg: dict) -> None:
 
 
 def take_clock() -> float:
-    """This job's start: the process start for the first job, now for every later one."""
+    """This job's start: the process start for a single run, now for every job of a sweep.
+
+    Under ``-m`` every job starts its own clock, the first included, whatever the launcher:
+    joblib and submitit run this module's functions in other processes, pickled with the
+    globals of the command's process (its start among them).
+    """
     global STARTED_AT
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     started_at, STARTED_AT = STARTED_AT, None
-    return started_at if started_at is not None else time.perf_counter()
+    if started_at is None or HydraConfig.get().mode == RunMode.MULTIRUN:
+        return time.perf_counter()
+    return started_at
 
 
 def set_threads(threads: int | None) -> None:
