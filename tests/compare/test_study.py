@@ -145,3 +145,15 @@ def test_find_runs_reads_a_sweep_folder_in_job_order(tmp_path):
     (tmp_path / "one" / "checkpoints").mkdir(parents=True)
     found = find_runs([tmp_path / "sweep", tmp_path / "one"])
     assert [p.name for p in found] == ["1", "2", "10", "one"]
+
+
+def test_the_report_never_goes_inside_its_inputs(tmp_path):
+    from fashionvision.compare.study import check_output
+    from fashionvision.errors import UserError
+
+    sweep = tmp_path / "sweep"
+    (sweep / "0").mkdir(parents=True)
+    for output, word in ((sweep, "is"), (sweep / "report", "lies inside"), (tmp_path, "contains")):
+        with pytest.raises(UserError, match=word):
+            check_output(output, [sweep, sweep / "0"])
+    check_output(tmp_path / "report", [sweep, sweep / "0"])  # beside the runs: fine

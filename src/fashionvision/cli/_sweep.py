@@ -60,9 +60,9 @@ def run_job(run: Callable[[], Any]) -> float:
               "metric": None if outcome is None else outcome.metric, "value": value, "error": error,
               "seconds": round(time.perf_counter() - started, 3)}
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{JOB_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    tmp.replace(folder / JOB_FILE)
+    from fashionvision.data.annotations import atomic_write_text
+
+    atomic_write_text(folder / JOB_FILE, json.dumps(record, indent=1))
     if stopped:
         # a stop signal is for the whole sweep, not for this job alone: the launcher does not
         # catch SystemExit, so no further job starts
@@ -113,14 +113,16 @@ def summary_lines(rows: list[dict]) -> list[str]:
 
 
 def write_summary(sweep_dir: Path, rows: list[dict]) -> None:
+    from fashionvision.data.annotations import atomic_write_text
+
     sweep_dir = Path(sweep_dir)
-    (sweep_dir / "summary.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    atomic_write_text(sweep_dir / "summary.json", json.dumps(rows, indent=1))
     table = ["| job | status | metric | value | folder | overrides |", "|---|---|---|---|---|---|"]
     for r, own in zip(rows, varying(rows)):
         value = "-" if r.get("value") is None else f"{r['value']:.4f}"
         table.append(f"| {r['job']} | {r['status']} | {r.get('metric') or '-'} | {value} | `{r['folder']}` | "
                      f"`{' '.join(own)}` |")
-    (sweep_dir / "summary.md").write_text("\n".join(table) + "\n", encoding="utf-8")
+    atomic_write_text(sweep_dir / "summary.md", "\n".join(table) + "\n")
 
 
 class SweepSummary(Callback):

@@ -86,6 +86,18 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     return found
 
 
+def check_output(output: Path, inputs: list[Path]) -> None:
+    """Refuse a report folder that is, contains or lies inside an input (the run folders, the
+    folders given, the dataset): the report must never mix with or replace what it reads."""
+    out = Path(output).resolve()
+    for given in inputs:
+        folder = Path(given).resolve()
+        if out == folder or folder in out.parents or out in folder.parents:
+            where = "is" if out == folder else "lies inside" if folder in out.parents else "contains"
+            raise UserError(f"output '{output}' {where} the input '{given}'; choose a report folder outside "
+                            "the runs and the dataset")
+
+
 def _read_yaml(path: Path) -> dict:
     import yaml
 
@@ -277,7 +289,7 @@ def verdict(best: dict | None, noise: dict) -> str:
 
 def evaluate_study(paths: list[str | Path], dataset: str | None, split: str, limit: int | None, device: str,
                    n_images: int, factors: dict[str, str] | None = None, speed_seconds: float = 0.5,
-                   speed_iters: int = 10) -> tuple[dict, dict[str, list[Run]], Any]:
+                   speed_iters: int = 10, output: Path | None = None) -> tuple[dict, dict[str, list[Run]], Any]:
     """Evaluate every run; returns ``(study numbers, runs by family, the dataset)``."""
     from fashionvision.data.converted import ConvertedDataset
 
@@ -285,7 +297,10 @@ def evaluate_study(paths: list[str | Path], dataset: str | None, split: str, lim
     runs: list[Run] = []
     data = None
     names = set()
-    for folder in find_runs(paths):
+    folders = find_runs(paths)
+    if output is not None:
+        check_output(output, [*map(Path, paths), *folders, *([Path(dataset)] if dataset else [])])
+    for folder in folders:
         run, predictor = load_run(folder, factors, device)
         runs.append(run)
         if predictor is None:
@@ -296,6 +311,8 @@ def evaluate_study(paths: list[str | Path], dataset: str | None, split: str, lim
             if not dataset:
                 raise UserError(f"give dataset.path=DIR: '{folder}' does not record its dataset folder")
             data = ConvertedDataset.open(dataset)
+            if output is not None:
+                check_output(output, [Path(data.folder)])
         names.add(str((predictor.config.get("dataset") or {}).get("name") or data.name))
         if len(names) > 1:
             raise UserError(f"cannot compare these runs: they were trained on different datasets ({', '.join(sorted(names))})")

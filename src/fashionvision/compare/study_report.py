@@ -151,7 +151,7 @@ def run_study(paths: list[str | Path], dataset: str | None, split: str, output: 
               speed_seconds: float = 0.5, speed_iters: int = 10) -> dict:
     """Evaluate every run of the study on the same images and write the report folder."""
     study, by_family, data = evaluate_study(paths, dataset, split, limit, device, n_images, factors,
-                                            speed_seconds, speed_iters)
+                                            speed_seconds, speed_iters, output=Path(output))
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     runs = [r for f in (*FAMILIES, "failed") for r in by_family[f]]
