@@ -29,8 +29,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from benchmark_peers import machine, milliseconds  # noqa: E402
-from sweep_logit_adjust import commit  # noqa: E402
+from benchmark_peers import commit, machine, milliseconds  # noqa: E402
 
 from fashionvision.engine.ema import ModelEMA  # noqa: E402
 from fashionvision.engine.schedule import build_optimizer, param_groups  # noqa: E402

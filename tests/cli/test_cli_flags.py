@@ -27,10 +27,10 @@ COMMANDS = {
     "serve": ("port=8123", {"paths"}),
     "show": ("n=3", {"dataset", "paths"}),
     "summary": ("image_size=64", {"dataset", "model", "paths"}),
-    "train": ("model=unet", {"anchors", "augment", "dataset", "experiment", "model", "paths", "trainer"}),
+    "train": ("model=unet", {"anchors", "augment", "dataset", "experiment", "hparams_search", "model", "paths", "study", "trainer"}),
     "validate": ("file=train.txt", {"paths"}),
 }
-ALL_GROUPS = {"anchors", "augment", "dataset", "experiment", "model", "paths", "trainer"}
+ALL_GROUPS = {"anchors", "augment", "dataset", "experiment", "hparams_search", "model", "paths", "study", "trainer"}
 
 
 @pytest.fixture(autouse=True)

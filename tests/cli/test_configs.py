@@ -64,9 +64,11 @@ def test_primary_composes_and_resolves(primary: str, tmp_path: Path):
 
 @pytest.mark.parametrize("primary, group, option", CASES)
 def test_every_option_composes_with_every_primary(primary: str, group: str, option: str, tmp_path: Path):
+    if group == "hparams_search":
+        pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")  # its searches choose hydra/sweeper=optuna
     cfg = compose(primary, [f"{group}={option}"])
-    if group == "experiment":
-        return  # experiments are @package _global_: they set keys across groups
+    if group in ("experiment", "study", "hparams_search"):
+        return  # @package _global_: they set keys across groups
     if group == "paths":
         assert cfg["converted_dir"] == str(tmp_path / "converted")
         return
@@ -93,3 +95,19 @@ def test_hydra_run_dir_override_for_validate(tmp_path: Path):
     saved = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
     assert saved["file"] == "train.txt"
     assert not (tmp_path / "outputs").exists(), "the default run folder must not be created"
+
+
+@pytest.mark.parametrize("study", GROUPS["study"])
+def test_every_study_sweeps_existing_experiments_and_seeds(study: str):
+    """The study's grid names the six recipes of the thesis, each an experiment that exists, and seeds."""
+    data = yaml.safe_load((CONFIG_DIR / "study" / f"{study}.yaml").read_text(encoding="utf-8"))
+    params = data["hydra"]["sweeper"]["params"]
+    experiments = params["experiment"].split(",")
+    assert experiments == ["yolo_kmeans_aug", "yolo_coco_aug", "yolo_kmeans_noaug",
+                           "unet_resnet50", "unet_mobilenet_v2", "unet_vanilla"]
+    assert all((CONFIG_DIR / "experiment" / f"{e}.yaml").is_file() for e in experiments)
+    assert len(str(params["trainer.seed"]).split(",")) >= 2
+    for experiment in experiments:  # the study's one budget wins over each experiment's epochs
+        cfg = compose("train", [f"study={study}", f"experiment={experiment}"])
+        assert cfg["trainer"]["max_time"] == data["trainer"]["max_time"]
+        assert cfg["dataset"]["name"] == "ccp"

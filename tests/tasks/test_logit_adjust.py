@@ -132,40 +132,45 @@ def test_a_trained_checkpoint_predicts_with_its_biases(tiny_ccp: Path, tmp_path:
     np.testing.assert_allclose(loaded.decision_bias().numpy(), task.decision_bias().numpy(), atol=1e-5)
 
 
-def test_the_sweep_script_scores_each_tau_through_the_decision_rule(tiny_runs: dict, tiny_ccp: Path,
-                                                                    tmp_path: Path, monkeypatch,
-                                                                    one_torch_thread):
-    """scripts/sweep_logit_adjust.py on the tiny segmenter: tau 0 is fashion-eval's plain score, and
-    each tau is the score of the task with model.logit_adjust=tau (the path fashion-eval takes)."""
+def test_fashion_eval_multirun_scores_each_tau_and_flip(tiny_runs: dict, tiny_ccp: Path, tmp_path: Path,
+                                                        monkeypatch, capsys, one_torch_thread):
+    """`fashion-eval -m model.logit_adjust=0,1.5 tta_flip=false,true` (what scripts/sweep_logit_adjust.py
+    and score_tta_flip.py did): each job's mIoU is the task's with those decode-time options."""
     import json
     import sys
 
+    from fashionvision.cli import eval as eval_cli
     from fashionvision.engine.build import build_loader
     from fashionvision.inference.loading import load_for_inference
 
-    repo = Path(__file__).resolve().parents[2]
-    monkeypatch.syspath_prepend(str(repo / "scripts"))
-    import sweep_logit_adjust
-
-    out = tmp_path / "sweep.json"
-    monkeypatch.setattr(sys, "argv", ["sweep_logit_adjust.py", str(tiny_runs["segmenter"]), "--split", "val",
-                                      "--taus", "0,1.5", "--dataset", str(tiny_ccp), "--out", str(out),
-                                      "--tta-flip"])
-    sweep_logit_adjust.main()
-    report = json.loads(out.read_text())
-    assert report["split"] == "val" and report["taus"] == [0.0, 1.5]
-    (row,) = report["runs"]
+    sweep = tmp_path / "sweep"
+    monkeypatch.setattr(sys, "argv", ["fashion-eval", "-m", f"ckpt={tiny_runs['segmenter']}", f"dataset.path={tiny_ccp}",
+                                      "split=val", "device=cpu", "workers=0", "model.logit_adjust=0,1.5",
+                                      "tta_flip=false,true", f"hydra.sweep.dir={sweep}"])
+    with pytest.raises(SystemExit) as info:
+        eval_cli.main()
+    assert info.value.code == 0, capsys.readouterr()
     task, model, _ = load_for_inference(tiny_runs["segmenter"], dataset_path=str(tiny_ccp))
     loader = build_loader(task.build_dataset("val", train=False), 8, 0, task.collate, pin_memory=False)
-    assert row["miou"]["0"] == pytest.approx(task.evaluate(model, loader, torch.device("cpu"))["miou"], abs=1e-4)
-    adjusted = build_task({**task.model_cfg, "logit_adjust": 1.5}, task.data)
-    assert row["miou"]["1.5"] == pytest.approx(adjusted.evaluate(model, loader, torch.device("cpu"))["miou"],
-                                               abs=1e-4)
-    flipped = build_task({**task.model_cfg, "logit_adjust": 1.5, "tta_flip": True}, task.data)
-    assert row["miou"]["1.5+flip"] == pytest.approx(flipped.evaluate(model, loader, torch.device("cpu"))["miou"],
-                                                    abs=1e-4)
-    assert set(row["miou"]) == {"0", "1.5", "0+flip", "1.5+flip"}
-    assert report["mean"] == row["miou"]
+    jobs = json.loads((sweep / "summary.json").read_text())
+    assert len(jobs) == 4 and all(j["status"] == "ok" and j["metric"] == "miou" for j in jobs)
+    for j in jobs:
+        tau = float(next(o for o in j["overrides"] if o.startswith("model.logit_adjust=")).split("=")[1])
+        flip = "tta_flip=true" in [o.lower() for o in j["overrides"]]
+        expected = build_task({**task.model_cfg, "logit_adjust": tau, "tta_flip": flip}, task.data)
+        assert j["value"] == pytest.approx(expected.evaluate(model, loader, torch.device("cpu"))["miou"], abs=1e-4)
+        written = json.loads((Path(j["folder"]) / "metrics.json").read_text())
+        assert written["miou"] == pytest.approx(j["value"])
+
+
+def test_fashion_eval_refuses_logit_adjust_for_a_detector(tiny_runs: dict):
+    from fashionvision.errors import UserError
+    from fashionvision.inference.loading import load_for_inference
+
+    detector, _, _ = load_for_inference(tiny_runs["detector"])
+    detector.set_logit_adjust(None)
+    with pytest.raises(UserError, match="model.logit_adjust is for segmenters"):
+        detector.set_logit_adjust(0.25)
 
 
 def test_classes_never_seen_in_training_are_not_lifted(tiny_ccp: Path):

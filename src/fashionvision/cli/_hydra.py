@@ -11,12 +11,27 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 log = logging.getLogger("fashionvision")
+
+
+@dataclass
+class Outcome:
+    """What a command's body may return instead of a bare exit code.
+
+    ``value`` is the job's return value under ``-m``: the number a sweeper (Optuna) optimises,
+    and the metric the end-of-sweep summary lists.
+    """
+
+    code: int = 0
+    value: float | None = None
+    metric: str | None = None
+    error: str | None = None
 
 
 def to_plain(cfg: Any) -> dict:
@@ -57,7 +72,7 @@ def log_error_to_file(message: str) -> None:
             handler.handle(record)
 
 
-def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_key: str | None = None,
+def run_hydra(config_name: str, body: Callable[[dict], int | Outcome | None], bare_word_key: str | None = None,
               renames: dict[str, str] | None = None, dataset_alias: bool = False) -> None:
     """Run ``body(cfg)`` as a Hydra app; exit with its return code (0 when None).
 
@@ -66,11 +81,15 @@ def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_ke
     keys and group options, and errors that are the user's (``UserError``), print one clear
     ``error:`` line instead of a traceback, and so do a run folder that cannot be created, a
     refused write and a setting of the wrong type (:mod:`fashionvision.cli._failures`).
+
+    Under ``-m`` every job's outcome is recorded in its folder and any failure is caught, so
+    one failed job does not stop the sweep; the sweep ends with a summary
+    (:mod:`fashionvision.cli._sweep`) and exits 1 when a job failed.
     """
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
-    from fashionvision.cli import _failures
+    from fashionvision.cli import _failures, _sweep
     from fashionvision.cli._argv import dataset_aliases, group_options, reorder, split_argv
     from fashionvision.cli._hints import groups_text, override_error
     from fashionvision.errors import UserError
@@ -96,15 +115,24 @@ def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_ke
             print(f"error: {problem}", file=sys.stderr)
             sys.exit(2)
     status = {"code": 0}
+    multirun = bool({"-m", "--multirun"} & set(flags))
 
     @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")
-    def _app(cfg: DictConfig) -> None:
+    def _app(cfg: DictConfig) -> float | None:
+        if multirun:
+            return _sweep.run_job(lambda: _run(cfg))
+        outcome = _run(cfg)
+        status["code"] = outcome.code
+        return outcome.value
+
+    def _run(cfg: DictConfig) -> Outcome:
         try:
-            status["code"] = int(body(to_plain(cfg)) or 0)
+            result = body(to_plain(cfg))
+            return result if isinstance(result, Outcome) else Outcome(int(result or 0))
         except UserError as exc:
             log_error_to_file(str(exc))
             print(f"error: {exc}", file=sys.stderr)
-            status["code"] = 2
+            return Outcome(2, error=str(exc))
         except (OSError, ValueError, TypeError) as exc:
             message = (_failures.os_error_message(exc) or _failures.value_error_message(exc, sys.argv[1:])
                        if not _failures.debug() else None)
@@ -112,9 +140,11 @@ def run_hydra(config_name: str, body: Callable[[dict], int | None], bare_word_ke
                 raise
             log_error_to_file(message)
             print(f"error: {message}", file=sys.stderr)
-            status["code"] = 2
+            return Outcome(2, error=message)
 
     _app()
+    if multirun:
+        status["code"] = 1 if _sweep.LAST_SUMMARY and _sweep.failed(_sweep.LAST_SUMMARY) else 0
     sys.exit(status["code"])
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from fashionvision.cli._hydra import CONFIG_DIR
 
 #: any of these on the command line means the user chose how to train
-CHOSEN_KEYS = ("experiment", "trainer", "trainer.device")
+CHOSEN_KEYS = ("experiment", "trainer", "trainer.device", "study", "hparams_search")
 
 
 def _key(arg: str) -> str:

@@ -4,6 +4,11 @@
 both go through class maps (:mod:`fashionvision.data.class_map`) onto a common set; the classes
 either side leaves unmapped are listed and counted, never silently dropped.
 
+Segmenters: every decode-time option is a key (``model.logit_adjust``, ``tta_flip``,
+``tta_scales``; null keeps the checkpoint's), so one multirun scores them all:
+``fashion-eval -m ckpt=A,B model.logit_adjust=0,0.25 tta_flip=false,true split=val`` (each job
+its own folder and metrics.json; the summary at the end lists each job's mIoU).
+
 Task-agnostic: the checkpoint names its model family, the engine rebuilds ``(task, model)``
 from it, and the task's own :meth:`~fashionvision.tasks.base.Task.evaluate` computes and
 writes its report (detection: COCO mAP, per-class AP, PR curve, confusion matrix,
@@ -18,7 +23,7 @@ import logging
 from pathlib import Path
 
 from fashionvision.data.annotations import atomic_write_text
-from fashionvision.cli._hydra import run_dir, run_hydra
+from fashionvision.cli._hydra import Outcome, run_dir, run_hydra
 from fashionvision.errors import UserError
 from fashionvision.output_guard import check_output
 
@@ -74,6 +79,9 @@ def evaluate(cfg: dict, output: Path | None = None) -> dict:
     # across datasets the model keeps its own classes; the class map brings both sides together
     task, model, _ = load_for_inference(ckpt, device=device, dataset_path=None if class_map else dataset)
     task.eval_options = {"save_masks": bool(cfg.get("save_masks", False))}
+    # the segmenter's decode-time options (null: the checkpoint's): a sweep scores several at once,
+    # `fashion-eval -m ckpt=A,B model.logit_adjust=0,0.25 tta_flip=false,true`
+    task.set_logit_adjust((cfg.get("model") or {}).get("logit_adjust"))
     task.set_tta(cfg.get("tta_flip"), cfg.get("tta_scales"))
     split = str(cfg.get("split", "test"))
     limit = cfg.get("limit_images")
@@ -131,11 +139,14 @@ def _print(report: dict, output: Path) -> None:
     print(f"report written to {output}")
 
 
-def main_body(cfg: dict) -> int:
+def main_body(cfg: dict) -> Outcome:
+    """Evaluate and print; the outcome's value (under ``-m``) is the task's primary metric."""
     output = Path(cfg.get("output") or run_dir())
     report = evaluate(cfg, output)
     _print(report, output)
-    return 0
+    metric = report["eval"]["primary_metric"]
+    value = report.get(metric)
+    return Outcome(0, float(value) if isinstance(value, (int, float)) else None, metric)
 
 
 def main() -> None:

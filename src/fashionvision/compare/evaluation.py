@@ -104,28 +104,59 @@ class Evaluation:
     samples: list[dict] = field(default_factory=list)  # the first n images, for the grid
 
 
-def evaluate_both(detector: Predictor, segmenter: Predictor, data: ConvertedDataset, split: str,
-                  limit: int | None = None, n_samples: int = 8) -> Evaluation:
-    """Run both models on every image of ``split`` (first ``limit``) and score both ways."""
+@dataclass
+class RunEvaluation:
+    """One model on the image list, scored with both yardsticks (its own and the converted one)."""
+
+    kind: str = ""                                     # "detector" or "segmenter"
+    images: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    detection: dict = field(default_factory=dict)      # COCO metrics of its boxes (a segmenter: derived)
+    segmentation: dict = field(default_factory=dict)   # confusion metrics of its masks (a detector: painted)
+    thresholds: dict = field(default_factory=dict)
+    samples: list[dict] = field(default_factory=list)  # the first n images, for the grid
+
+
+def check_run(predictor: Predictor, data: ConvertedDataset) -> None:
+    """Refuse a run whose class list differs from the evaluation folder's."""
+    if data.mask_classes is None:
+        raise UserError(f"dataset '{data.folder}' has no masks (no mask_classes.txt): it cannot score a segmenter")
+    expected, what = ((data.classes, "classes.txt") if predictor.kind == "detector"
+                      else (data.mask_classes, "mask_classes.txt"))
+    if predictor.class_names != expected:
+        raise UserError(f"cannot compare '{predictor.source}': its classes differ from the dataset's {what} "
+                        f"({_first_difference(predictor.class_names, expected)})")
+
+
+def evaluate_run(predictor: Predictor, data: ConvertedDataset, split: str, limit: int | None = None,
+                 n_samples: int = 8) -> RunEvaluation:
+    """Run one model (detector or segmenter) on every image of ``split`` (first ``limit``) and
+    score it both ways: a detector's boxes by COCO and, painted, as masks; a segmenter's masks
+    by the confusion matrix and, as connected components, as boxes."""
+    from fashionvision.progress import progress
+
     records = data.records(split)[: limit or None]
     if not records:
         raise UserError(f"split '{split}' of '{data.folder}' holds no images")
-    det_classes, seg_classes = detector.class_names, segmenter.class_names
+    detector = predictor.kind == "detector"
+    det_classes = predictor.class_names if detector else data.classes
+    seg_classes = data.mask_classes if detector else predictor.class_names
     seg_to_det = class_map_by_name(seg_classes, det_classes)
     det_to_seg = invert_class_map(seg_to_det)
-    eval_conf, eval_iou = detector.task.cfg.eval_conf, detector.task.cfg.eval_iou
-    draw_conf, draw_iou = detector.default_thresholds()
-    ignore = segmenter.task.ignore_index
+    ignore = 255 if detector else predictor.task.ignore_index
     area_fraction = min_area_fraction(data)
-    result = Evaluation(thresholds={"detector_eval_conf": eval_conf, "detector_eval_iou": eval_iou,
-                                    "detector_paint_conf": draw_conf, "detector_paint_iou": draw_iou,
-                                    "segmenter_min_area_fraction": area_fraction})
+    if detector:
+        eval_conf, eval_iou = predictor.task.cfg.eval_conf, predictor.task.cfg.eval_iou
+        draw_conf, draw_iou = predictor.default_thresholds()
+        thresholds = {"detector_eval_conf": eval_conf, "detector_eval_iou": eval_iou,
+                      "detector_paint_conf": draw_conf, "detector_paint_iou": draw_iou}
+    else:
+        thresholds = {"segmenter_min_area_fraction": area_fraction}
+    result = RunEvaluation(kind=predictor.kind, thresholds=thresholds)
     gt_images: list[dict] = []
-    coco = {"detector": [], "segmenter": []}
-    matrices = {k: ConfusionMatrix(len(seg_classes), ignore_index=ignore) for k in ("segmenter", "detector")}
-    from fashionvision.progress import progress
-
-    for image_id, record in enumerate(progress(records, desc=f"compare {split}", unit="img")):
+    coco: list[dict] = []
+    matrix = ConfusionMatrix(len(seg_classes), ignore_index=ignore)
+    for image_id, record in enumerate(progress(records, desc=f"{predictor.kind} {split}", unit="img")):
         path = data.image_path(record)
         try:
             image = read_image(path)
@@ -137,41 +168,58 @@ def evaluate_both(detector: Predictor, segmenter: Predictor, data: ConvertedData
         gt_mask = read_gt_mask(data, record, (height, width))
         result.images.append(record.path)
         gt_images.append({"id": image_id, "height": height, "width": width, "boxes": record.boxes})
-
-        det_all = detector(image, conf=eval_conf, iou=eval_iou)
-        coco["detector"] += det_metrics.predictions_to_coco(image_id, det_all["boxes"], det_all["scores"],
-                                                           det_all["labels"])
-        det_drawn = detector(image, conf=draw_conf, iou=draw_iou)
-        painted = mask_from_boxes(det_drawn["boxes"], det_drawn["labels"], det_drawn["scores"],
-                                  (height, width), det_to_seg)
-        matrices["detector"].update(torch.from_numpy(painted), torch.from_numpy(gt_mask))
-
-        seg = segmenter(image)
-        matrices["segmenter"].update(torch.from_numpy(np.asarray(seg["mask"])), torch.from_numpy(gt_mask))
-        boxes, labels, scores = boxes_from_mask(np.asarray(seg["mask"]), seg.get("confidence"),
-                                                min_area=area_fraction * height * width,
-                                                class_map=seg_to_det, ignore=(0, ignore))
-        coco["segmenter"] += det_metrics.predictions_to_coco(image_id, boxes, scores, labels)
+        sample = {"path": record.path, "image": image, "gt_mask": gt_mask, "gt_boxes": record.boxes}
+        if detector:
+            found = predictor(image, conf=eval_conf, iou=eval_iou)
+            coco += det_metrics.predictions_to_coco(image_id, found["boxes"], found["scores"], found["labels"])
+            drawn = predictor(image, conf=draw_conf, iou=draw_iou)
+            painted = mask_from_boxes(drawn["boxes"], drawn["labels"], drawn["scores"], (height, width), det_to_seg)
+            matrix.update(torch.from_numpy(painted), torch.from_numpy(gt_mask))
+            sample["detector"] = drawn
+        else:
+            seg = predictor(image)
+            mask = np.asarray(seg["mask"])
+            matrix.update(torch.from_numpy(mask), torch.from_numpy(gt_mask))
+            boxes, labels, scores = boxes_from_mask(mask, seg.get("confidence"),
+                                                    min_area=area_fraction * height * width,
+                                                    class_map=seg_to_det, ignore=(0, ignore))
+            coco += det_metrics.predictions_to_coco(image_id, boxes, scores, labels)
+            sample.update(segmenter={"mask": mask}, derived_boxes=(boxes, labels, scores))
         if len(result.samples) < n_samples:
-            result.samples.append({"path": record.path, "image": image, "gt_mask": gt_mask, "gt_boxes": record.boxes,
-                                   "detector": det_drawn, "segmenter": {"mask": np.asarray(seg["mask"])},
-                                   "derived_boxes": (boxes, labels, scores)})
+            result.samples.append(sample)
     if not gt_images:
         raise UserError(f"no readable image in split '{split}' of '{data.folder}'")
-    gt = det_metrics.gt_to_coco(gt_images, det_classes)
-    for kind, results in coco.items():
-        result.detection[kind] = det_metrics.summarize(gt, results, det_classes)
-        result.detection[kind]["num_predictions"] = len(results)
-    # segmentation classes both families can produce: the garments of the detection list and
-    # the background (boxes never give hair or skin, for instance)
-    mapped = sorted({0, *seg_to_det})
-    for kind, matrix in matrices.items():
-        metrics = metrics_from_confusion(matrix.matrix.numpy(), seg_classes)
-        # the same convention as ``miou``: classes in the ground truth or in the predictions
-        scored = [metrics["per_class"][c]["iou"] for c in mapped if metrics["per_class"][c]["iou"] is not None]
-        metrics["miou_shared_classes"] = float(np.mean(scored)) if scored else 0.0
-        result.segmentation[kind] = metrics
+    result.detection = det_metrics.summarize(det_metrics.gt_to_coco(gt_images, det_classes), coco, det_classes)
+    result.detection["num_predictions"] = len(coco)
+    metrics = metrics_from_confusion(matrix.matrix.numpy(), seg_classes)
+    # the segmentation classes both families can produce: the garments of the detection list
+    # and the background (boxes never give hair or skin, for instance)
+    # (the same convention as ``miou``: classes in the ground truth or in the predictions)
+    scored = [metrics["per_class"][c]["iou"] for c in sorted({0, *seg_to_det})
+              if metrics["per_class"][c]["iou"] is not None]
+    metrics["miou_shared_classes"] = float(np.mean(scored)) if scored else 0.0
+    metrics["miou_standard"] = metrics["miou"]  # the study report's name for the headline
+    result.segmentation = metrics
     return result
+
+
+def combine(det: RunEvaluation, seg: RunEvaluation) -> Evaluation:
+    """A detector's and a segmenter's evaluations on the same images, as one :class:`Evaluation`."""
+    if det.images != seg.images:
+        raise UserError("the two runs were not evaluated on the same images")
+    samples = [{**d, "segmenter": s["segmenter"], "derived_boxes": s["derived_boxes"]}
+               for d, s in zip(det.samples, seg.samples)]
+    return Evaluation(images=det.images, skipped=det.skipped,
+                      detection={"detector": det.detection, "segmenter": seg.detection},
+                      segmentation={"segmenter": seg.segmentation, "detector": det.segmentation},
+                      thresholds={**det.thresholds, **seg.thresholds}, samples=samples)
+
+
+def evaluate_both(detector: Predictor, segmenter: Predictor, data: ConvertedDataset, split: str,
+                  limit: int | None = None, n_samples: int = 8) -> Evaluation:
+    """Run both models on every image of ``split`` (first ``limit``) and score both ways."""
+    return combine(evaluate_run(detector, data, split, limit, n_samples),
+                   evaluate_run(segmenter, data, split, limit, n_samples))
 
 
 # ---------------------------------------------------------------- model size and speed

@@ -63,6 +63,7 @@ class TrainerConfig:
     repeat_threshold: float | None = None  # repeat-factor sampling of rare classes (LVIS's t)
     log_images: int = 4
     log_every_steps: int = 10
+    threads: int | None = None  # torch threads for this run (the command sets them; sweeps side by side)
 
     def check(self) -> None:
         """Refuse values that make no sense, before anything is written."""
@@ -83,6 +84,8 @@ class TrainerConfig:
         if self.repeat_threshold is not None:
             require(0 < self.repeat_threshold <= 1, "trainer.repeat_threshold", self.repeat_threshold,
                     "null (off) or in (0, 1]")
+        require(self.threads is None or self.threads >= 1, "trainer.threads", self.threads,
+                "at least 1 (or null: torch's default)")
         self.max_seconds, self.checkpoint_seconds  # validates the durations now rather than mid-run
 
     @functools.cached_property

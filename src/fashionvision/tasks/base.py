@@ -181,6 +181,12 @@ class Task(ABC):
         """
         yield
 
+    def set_logit_adjust(self, tau: float | None = None) -> None:
+        """Override the checkpoint's post-hoc logit adjustment (``fashion-eval model.logit_adjust=``);
+        None keeps the model's own."""
+        if tau is not None:
+            raise UserError(f"model.logit_adjust is for segmenters; this checkpoint holds a {self.role}")
+
     def set_tta(self, flip: bool | None = None, scales: list[float] | None = None) -> None:
         """Override the checkpoint's test-time augmentation: the flip and the scales
         (``fashion-eval tta_flip= tta_scales=``, the same keys of ``fashion-predict``); None

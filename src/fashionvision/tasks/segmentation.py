@@ -220,6 +220,13 @@ class SegmentationTask(Task):
         finally:
             self.cfg.tta_flip, self.cfg.tta_scales = flip, scales
 
+    def set_logit_adjust(self, tau: float | None = None) -> None:
+        if tau is None or float(tau) == float(self.cfg.logit_adjust):
+            return
+        require(0 <= float(tau) <= 2, "model.logit_adjust", tau, "in [0, 2] (0 = plain argmax)")
+        self.cfg.logit_adjust = float(tau)
+        self._decision_bias = None  # the stored bias was the checkpoint's tau: recomputed from the masks
+
     def set_tta(self, flip: bool | None = None, scales: list[float] | None = None) -> None:
         if flip is not None:
             if not isinstance(flip, bool):
