@@ -22,14 +22,18 @@ ship: ``images``, ``annotations`` and ``categories``. The rules, shared by the p
   round trip gives the very masks it started from.
 
 A bad record (an annotation whose polygon has one point, RLE counts that do not add up to the
-image, an unknown category or image, an image listed twice, a missing image) is reported as
-``FILE: annotation id N: reason``; with ``strict`` every one of them is reported in one error
-and nothing is written, otherwise they are skipped and listed in the summary and metadata.
+image, a box that is not finite, an unknown category or image, an image listed twice, a missing
+image, an entry that is not a JSON object or whose id is a list) is reported as ``FILE:
+annotation id N: reason`` (``image N (file)``; ``annotation #i``, ``image #i``, ``category #i``
+by position where the entry has no usable id, see :mod:`fashionvision.convert.coco_json`); with
+``strict`` every one of them is reported in one error and nothing is written, otherwise they are
+skipped and listed in the summary and metadata. A file that cannot be read at all (not JSON,
+nested too deeply, no category left, a category name that would break ``classes.txt``) is one
+line naming the file, whatever ``strict`` says.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -39,6 +43,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from fashionvision.convert import masks as mask_ops
+from fashionvision.convert.coco_json import clean_entries, load_coco
 from fashionvision.convert.common import (
     ConversionSummary,
     Skip,
@@ -49,7 +54,7 @@ from fashionvision.convert.common import (
     staged_output,
     write_converted,
 )
-from fashionvision.data.annotations import Record, check_relative_path
+from fashionvision.data.annotations import Record, check_relative_path, class_name_problem
 from fashionvision.data.converted import SPLITS, mask_path_for
 from fashionvision.data.image_io import ImageReadError, image_size
 from fashionvision.errors import UserError
@@ -57,28 +62,6 @@ from fashionvision.errors import UserError
 IGNORE = 255  # mask value of crowd regions (the segmentation task's default ignore_index)
 MASK_ONLY = "mask only"  # supercategory of export's categories that are in the masks only
 CROWD_MODES = ("ignore", "object")
-
-
-def load_coco(path: Path, what: str = "COCO") -> dict:
-    """Load a COCO JSON once, with a clear error naming the file."""
-    if not path.is_file():
-        raise UserError(f"{what} annotation file '{path}' does not exist")
-    try:
-        # Text mode: json decodes as it reads instead of holding the bytes and a decoded copy.
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: not a COCO annotation file (the top level is a JSON "
-                        f"{type(data).__name__}, expected an object with images, annotations, categories)")
-    missing = [key for key in ("images", "annotations", "categories") if not isinstance(data.get(key), list)]
-    if missing:
-        raise UserError(f"{path}: not a COCO annotation file (no list {', '.join(missing)})")
-    bad = [i for i, c in enumerate(data["categories"]) if not isinstance(c, dict) or "id" not in c or "name" not in c]
-    if bad:
-        raise UserError(f"{path}: categories {bad[:10]} lack an id or a name")
-    return data
 
 
 def select_categories(categories: Sequence[dict], drop_supercategories: Iterable[str] = (),
@@ -89,13 +72,14 @@ def select_categories(categories: Sequence[dict], drop_supercategories: Iterable
     return sorted((c for c in categories
                    if (not keep or c.get("name") in keep or c.get("supercategory") in keep)
                    and c.get("name") not in drop and c.get("supercategory") not in drop_super),
-                  key=lambda c: c["id"])
+                  key=lambda c: (isinstance(c["id"], str), c["id"]))  # numbers, then strings
 
 
 def box_from_bbox(bbox: Sequence[float], width: int, height: int) -> tuple[int, int, int, int] | None:
     """COCO ``[x, y, w, h]`` -> inclusive integer box clipped to the image; None when empty/outside."""
     x, y, w, h = (float(v) for v in bbox)
-    if not (w > 0 and h > 0) or not all(math.isfinite(v) for v in (x, y, w, h)):
+    # x + w as well: 1e308 + 1e308 is inf, and ceil(inf) an OverflowError
+    if not (w > 0 and h > 0) or not all(math.isfinite(v) for v in (x, y, w, h, x + w, y + h)):
         return None
     x1, y1 = max(0, math.floor(x)), max(0, math.floor(y))
     x2, y2 = min(width - 1, math.ceil(x + w) - 1), min(height - 1, math.ceil(y + h) - 1)
@@ -201,7 +185,9 @@ def convert_files(
         notes: list[str] = []
         for path, names, layout in zip(files, split_names, layouts):
             data = load_coco(path, name)
+            run.stats["annotations_bad"] += clean_entries(data, path.name, run.skipped)
             categories, mask_value, file_mask_classes = _categories(path, data, keep, drop, drop_supercategories)
+            _check_class_names(path, categories, file_mask_classes)
             labels = [str(c["name"]) for c in categories]
             if classes is None:
                 classes, category_ids, mask_classes = labels, [c["id"] for c in categories], file_mask_classes
@@ -224,7 +210,8 @@ def convert_files(
                 where = f"{path.name}: image {image.get('id')} ({image.get('file_name')})"
                 record, reasons = _convert_image(image, by_image.get(image.get("id"), []), layout, run,
                                                  crowd_value=None if file_mask_classes is None else "class")
-                run.skipped.extend(Skip(where, reason) for reason in reasons)
+                run.skipped.extend(Skip(f"{path.name}: annotation id {subject}" if subject is not None else where,
+                                        reason) for subject, reason in reasons)
                 if record is None:
                     continue
                 if record.path in seen_paths:
@@ -248,6 +235,18 @@ def convert_files(
         )
     summary.notes.extend(notes)
     return summary, stats
+
+
+def _check_class_names(path: Path, categories: Sequence[dict], mask_classes: Sequence[str] | None) -> None:
+    """A class name must be one clean line of ``classes.txt``: a line break would shift every later class."""
+    for category in categories:
+        problem = class_name_problem(category["name"])
+        if problem:
+            raise UserError(f"{path.name}: category id {category['id']}: {problem}; fix the name in {path}")
+    for index, mask_class in enumerate(mask_classes or ()):
+        problem = class_name_problem(mask_class)
+        if problem:
+            raise UserError(f"{path.name}: info.fashionvision.mask_classes[{index}]: {problem}; fix the name in {path}")
 
 
 def _categories(path: Path, data: dict, keep, drop, drop_supercategories):
@@ -274,22 +273,22 @@ def _group(path: Path, data: dict, limit, run: CocoRun):
     """The (first ``limit``) images and their usable annotations, by image id."""
     images, seen_ids = [], set()
     for image in data["images"][: int(limit)] if limit is not None else data["images"]:
-        image_id = image.get("id") if isinstance(image, dict) else None
-        if image_id is None or image_id in seen_ids:
-            run.skipped.append(Skip(f"{path.name}: image {image_id}", "image id missing" if image_id is None
-                                    else "image id listed twice (the second entry is left out)"))
+        image_id = image["id"]  # an id: clean_entries dropped the rest
+        if image_id in seen_ids:
+            run.skipped.append(Skip(f"{path.name}: image {image_id}",
+                                    "image id listed twice (the second entry is left out)"))
             continue
         seen_ids.add(image_id)
         images.append(image)
     by_image: dict[object, list[dict]] = {image.get("id"): [] for image in images}
     known = {c["id"] for c in data["categories"]}
     for ann in data["annotations"]:
-        bucket = by_image.get(ann.get("image_id")) if isinstance(ann, dict) else None
+        bucket = by_image.get(ann["image_id"])
         if bucket is None:
             if limit is None:  # with a limit, most images are left out on purpose
                 run.stats["annotations_orphan"] += 1
-                run.skipped.append(Skip(f"{path.name}: annotation {ann.get('id') if isinstance(ann, dict) else ann}",
-                                        f"unknown image_id {ann.get('image_id') if isinstance(ann, dict) else None!r} (no such image)"))
+                run.skipped.append(Skip(f"{path.name}: annotation id {ann['id']}",
+                                        f"unknown image_id {ann['image_id']!r} (no such image)"))
             continue
         category = ann.get("category_id")
         if category in run.class_of or category in run.mask_value:
@@ -298,30 +297,32 @@ def _group(path: Path, data: dict, limit, run: CocoRun):
             run.stats["annotations_dropped"] += 1
         else:
             run.stats["annotations_bad"] += 1
-            run.skipped.append(Skip(f"{path.name}: annotation {ann.get('id')}", f"unknown category_id {category}"))
+            run.skipped.append(Skip(f"{path.name}: annotation id {ann['id']}", f"unknown category_id {category!r}"))
     return images, by_image
 
 
 def _convert_image(image: dict, anns: list[dict], layout: Layout, run: CocoRun,
-                   crowd_value: str | None) -> tuple[Record | None, list[str]]:
-    """One image -> its record (None when skipped) and the reasons for what was left out."""
+                   crowd_value: str | None) -> tuple[Record | None, list[tuple[object, str]]]:
+    """One image -> its record (None when skipped) and ``(annotation id or None, reason)`` for what
+    was left out (None: the whole image)."""
     file_name, width, height = image.get("file_name"), image.get("width"), image.get("height")
     if not isinstance(file_name, str) or not isinstance(width, int) or not isinstance(height, int) or width < 1 or height < 1:
-        return None, [f"image entry lacks file_name/width/height: {dict((k, image.get(k)) for k in ('file_name', 'width', 'height'))}"]
+        return None, [(None, f"image entry lacks file_name/width/height: "
+                             f"{dict((k, image.get(k)) for k in ('file_name', 'width', 'height'))}")]
     problem = check_relative_path(file_name)
     if problem or " " in file_name:
-        return None, [problem or f"file_name '{file_name}' contains a space"]
+        return None, [(None, problem or f"file_name '{file_name}' contains a space")]
     rel = layout.find(file_name, run.require_images)
     if rel is None:
-        return None, [f"image not found as {layout.tried(file_name)}"]
+        return None, [(None, f"image not found as {layout.tried(file_name)}")]
     if run.require_images:
         try:
             actual = image_size(layout.root / rel)
         except ImageReadError as exc:
-            return None, [f"image unreadable: {exc.reason}"]
+            return None, [(None, f"image unreadable: {exc.reason}")]
         if actual != (width, height):
-            return None, [f"image is {actual[0]}x{actual[1]} but the JSON says {width}x{height}"]
-    reasons: list[str] = []
+            return None, [(None, f"image is {actual[0]}x{actual[1]} but the JSON says {width}x{height}")]
+    reasons: list[tuple[object, str]] = []
     boxes: list[list[int]] = []
     paint: list[tuple[float, int, object]] = []
     class_of, mask_value = run.class_of, run.mask_value
@@ -337,13 +338,13 @@ def _convert_image(image: dict, anns: list[dict], layout: Layout, run: CocoRun,
                 box = box_from_bbox(ann["bbox"], width, height)
             elif segmentation:
                 box = box_from_bbox(mask_ops.segmentation_bbox(segmentation, height, width), width, height)
-        except (ValueError, TypeError) as exc:
-            reasons.append(f"annotation {ann.get('id')}: unusable bbox/segmentation ({exc})")
+        except (ValueError, TypeError, OverflowError, KeyError) as exc:
+            reasons.append((ann["id"], f"unusable bbox/segmentation ({exc})"))
             run.stats["annotations_bad"] += 1
             continue
         is_box = category in class_of and not crowd
         if is_box and box is None:
-            reasons.append(f"annotation {ann.get('id')}: empty or outside box")
+            reasons.append((ann["id"], "box empty, not finite or outside the image"))
             run.stats["annotations_bad"] += 1
             continue
         if is_box:
@@ -356,11 +357,18 @@ def _convert_image(image: dict, anns: list[dict], layout: Layout, run: CocoRun,
             if crowd:
                 area = math.inf  # crowd regions go under the instances
             else:
-                area = ann.get("area") or ((box[2] - box[0] + 1) * (box[3] - box[1] + 1) if box else 0)
+                area = _area(ann.get("area")) or ((box[2] - box[0] + 1) * (box[3] - box[1] + 1) if box else 0)
             paint.append((float(area), value, segmentation))
     if run.writer.enabled:
         run.writer.submit(mask_path_for(run.writer.folder, rel), height, width, paint)
     return Record(rel, np.array(boxes, dtype=np.int64).reshape(-1, 5)), reasons
+
+
+def _area(value: object) -> float:
+    """An annotation's ``area`` (only the painting order uses it); 0 when it is not a finite number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return 0.0
 
 
 def convert(
