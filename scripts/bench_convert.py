@@ -15,7 +15,7 @@ Usage::
 
 Writes ``benchmarks/convert_fashionpedia.json`` and ``benchmarks/convert_ccp.json``; with
 ``--coco`` also ``benchmarks/convert_coco.json``: ``fashion-convert coco`` on the same synthetic
-file (issue 27: within the time and memory of the Fashionpedia converter).
+file, to check that it stays within the time and memory of the Fashionpedia converter.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""Time the parts of one CPU training step of the U-Net recipe that the engine controls, before
-and after round 10 (issue 9): the optimizer step, the EMA update and the cross-entropy.
+"""Time the parts of one CPU training step of the U-Net recipe that the engine controls, the
+earlier way ("before") and the engine's way ("after"): the optimizer step, the EMA update and
+the cross-entropy (results in ``benchmarks/HISTORY.md``).
 
     python scripts/bench_step_parts.py [--threads 2] [--batch 8] [--crop 128] [--repeats 20] \
         [--out benchmarks/cpu_step_parts.json]
 
-"before" is what the engine did up to commit 57daae5, written out here as the reference:
+"before" is the plain per-tensor way, written out here as the reference:
 torch's default (per-tensor) Nesterov SGD, a Python loop of ``mul_``/``add_`` per tensor for
 the EMA, and ``F.cross_entropy`` on the 4-D channels-last logits. "after" calls the engine
 itself: :func:`fashionvision.engine.schedule.build_optimizer` (fused on a CPU),
@@ -40,7 +41,7 @@ CLASSES = 59  # the mask classes of CCP (mask_classes.txt: "null" and 58 named o
 
 
 def old_ema_update(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """The per-tensor EMA rule the engine used before round 10."""
+    """The per-tensor EMA rule: a Python loop of ``mul_``/``add_`` per tensor (the "before" reference)."""
     source = model.state_dict()
     with torch.no_grad():
         for name, value in average.state_dict().items():
@@ -52,7 +53,7 @@ def old_ema_update(average: torch.nn.Module, model: torch.nn.Module, decay: floa
 
 
 def old_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The 4-D call the engine made before round 10 (same value as the new one)."""
+    """Cross-entropy on the 4-D logits, the "before" reference (same value as the engine's)."""
     valid = (target != 255).sum().clamp(min=1)
     return F.cross_entropy(logits.float(), target, ignore_index=255, reduction="sum") / valid
 

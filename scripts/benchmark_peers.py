@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Our recipes against the peers on equal compute, scored by our evaluator (issue 9).
+"""Our recipes against the peers on equal compute, scored by our evaluator.
 
 On one converted dataset and split, with the same wall-clock budget, image size, thread count
 and device for every contestant, it trains from scratch
@@ -17,7 +17,7 @@ prints a markdown table for benchmarks/README.md::
         --budget-det 12m --threads 1 --side-by-side --device cpu --seeds 1,2,3 \\
         --out benchmarks/peers_cpu_ccp416_det.json
 
-Seeds and splits (issue 25): every contestant runs once per seed of ``--seeds`` and is scored
+Seeds and splits: every contestant runs once per seed of ``--seeds`` and is scored
 on the val split and on ``--split``. Decisions are made on val only (which ultralytics
 configuration is the peer's best, :func:`choose_compared`); the table reports ``--split``
 (the test split) as mean, std, min and max over the seeds, and :func:`verdict` calls a ratio
@@ -93,9 +93,9 @@ def host_probe(threads: int, repeats: int = 5) -> float:
     """Median milliseconds of one forward and backward pass of a fixed small network (ResNet-18,
     float32, 8 images of 128 px) on the CPU with ``threads`` threads.
 
-    A yardstick of the host at that moment: a shared VM's speed varies by the hour (round 11's
-    detector seed 1 ran both contestants at half the image rate of round 3), so each JSON says
-    how fast the machine was when it started and when it ended. The thread count is restored.
+    A yardstick of the host at that moment: a shared VM's speed varies by the hour (one run can
+    see both contestants at half the image rate of another; see ``benchmarks/HISTORY.md``), so
+    each JSON says how fast the machine was when it started and when it ended. The thread count is restored.
     """
     import torch
     from torchvision.models import resnet18

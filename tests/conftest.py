@@ -118,7 +118,7 @@ def hand_converted_ccp(tmp_path_factory) -> Path:
                                     stems)
 
 
-# --- issue 6 (compare / predict / export / serve): one tiny detector and one tiny segmenter ----
+# --- compare / predict / export / serve: one tiny detector and one tiny segmenter ----
 # Trained ONCE per session (CPU, trainer=smoke, 64 px, tiny widths) and shared by
 # test_compare.py, test_predict.py, test_export.py, test_serve.py and test_browser.py.
 

@@ -1,4 +1,4 @@
-"""The one output guard (issue 28, items 1-5): inputs, planted links, temporary names."""
+"""The one output guard: inputs, planted links, temporary names."""
 
 from __future__ import annotations
 

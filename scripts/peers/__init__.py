@@ -1,1 +1,1 @@
-"""Peer contestants of scripts/benchmark_peers.py (issue 9): one module per model family."""
+"""Peer contestants of scripts/benchmark_peers.py: one module per model family."""

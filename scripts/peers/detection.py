@@ -100,7 +100,7 @@ def describe_config(config: str, batch: int) -> str:
 
 
 def contestants(device: str, peer_configs: tuple[str, ...] | list[str] = DEFAULT_PEER_CONFIGS) -> list[Contestant]:
-    """CPU: our recipe vs YOLOv8n; GPU: our 3-minute recipe vs YOLOv8s and YOLOv3u (issue 9);
+    """CPU: our recipe vs YOLOv8n; GPU: our 3-minute recipe vs YOLOv8s and YOLOv3u;
     each ultralytics model once per configuration of ``peer_configs``."""
     unknown = [c for c in peer_configs if c not in PEER_CONFIGS]
     if unknown:

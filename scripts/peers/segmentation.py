@@ -1,4 +1,4 @@
-"""Segmentation contestants of the peer benchmark (issue 9): our U-Net recipe against the plain
+"""Segmentation contestants of the peer benchmark: our U-Net recipe against the plain
 segmentation-models-pytorch loop with the same encoder, same budget, same images, same evaluator.
 
 ``run_segmentation(...)`` trains both (side by side, or one after another with ``--sequential``),
@@ -452,7 +452,7 @@ def main() -> None:
                                seed=args.seed)
     print(json.dumps(results, indent=2))
     if args.json:
-        report = {"benchmark": "segmentation peers (issue 9)", "dataset": args.dataset, "split": args.split,
+        report = {"benchmark": "segmentation peers", "dataset": args.dataset, "split": args.split,
                   "budget_s": args.budget, "image_size": args.image_size, "threads_per_contestant": args.threads,
                   "side_by_side": not args.sequential, "device": args.device, "seed": args.seed, **environment(),
                   "contestants": results}

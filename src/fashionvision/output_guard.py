@@ -1,4 +1,4 @@
-"""The one guard every command's output goes through (issue 28, items 1-5; design rule 12).
+"""The one guard every command's output goes through (design rule 12).
 
 Three checks, the same for ``fashion-convert``, ``-eval``, ``-show``, ``-predict``, ``-compare``
 and the trainer's writes:

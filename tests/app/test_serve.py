@@ -114,7 +114,7 @@ def test_segmenter_table_leaves_out_invisible_classes(client, photo_bytes):
     page = client.get("/").text
     assert "hidden_items" in page and "not listed" in page
 def test_validation_errors_use_the_error_shape(client):
-    """Issue 10 item 13: a 422 answers {"error": ...} like every other error, not FastAPI's {"detail": ...}."""
+    """A 422 answers {"error": ...} like every other error, not FastAPI's {"detail": ...}."""
     response = client.post("/predict", data={"model": "detector"})  # no file
     assert response.status_code == 422
     body = response.json()
@@ -124,7 +124,7 @@ def test_validation_errors_use_the_error_shape(client):
 
 
 def test_health_shows_no_server_paths(client, tiny_runs):
-    """Issue 10 item 13: /health names the checkpoints without the server's folders."""
+    """/health names the checkpoints without the server's folders."""
     text = client.get("/health").text
     for run in tiny_runs.values():
         assert str(run) not in text and str(run.parent) not in text
@@ -133,7 +133,7 @@ def test_health_shows_no_server_paths(client, tiny_runs):
 
 
 def test_no_docs_page_loading_a_cdn(client):
-    """Issue 10 item 13: /docs would load its scripts from a CDN; it is off, the page uses none."""
+    """/docs would load its scripts from a CDN; it is off, the page uses none."""
     assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
     assert "cdn" not in client.get("/").text.lower()
     assert client.get("/openapi.json").json()["paths"]["/predict"]
@@ -159,7 +159,7 @@ def _spooled(folder) -> int:
 
 
 def test_large_upload_is_refused_before_it_is_spooled(models, photo_bytes, watched_tmp):
-    """Issue 10.7: 50 MB against a 1 MB limit: 413, and nothing near that size reaches the temp folder."""
+    """50 MB against a 1 MB limit: 413, and nothing near that size reaches the temp folder."""
     from fastapi.testclient import TestClient
 
     client = TestClient(create_app(models, max_upload_mb=1))

@@ -1,4 +1,4 @@
-"""Issue 28, items 9 and 15: every error of the server is ``{"error": ...}`` JSON, never plain text."""
+"""Every error of the server is ``{"error": ...}`` JSON, never plain text."""
 
 from __future__ import annotations
 

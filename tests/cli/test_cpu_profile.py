@@ -1,4 +1,4 @@
-"""`fashion-train` on a machine without CUDA picks the model's CPU profile (issue 11, item 1)."""
+"""`fashion-train` on a machine without CUDA picks the model's CPU profile."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 10 item 12: hostile input ends in one ``error:`` line and exit code 2, never a traceback.
+"""Hostile input ends in one ``error:`` line and exit code 2, never a traceback.
 
 The commands run in this process (Hydra included, as the console scripts run them): a
 subprocess per case would cost seconds of imports each. An exception that escaped the command
@@ -69,7 +69,7 @@ def test_bad_integer_in_an_annotation(hand_converted_ccp, tmp_path, capsys, valu
     result = run_cli(command, [f"dataset.path={folder}", f"output={tmp_path / command}"], tmp_path, capsys)
     assert_one_error(result, "1 bad annotation line")
     assert "train.txt:2: box" in result[1]
-    if command == "anchors":  # the validator reports the line (it used to crash on the overflow)
+    if command == "anchors":  # the validator reports the line rather than crashing on the overflow
         code, text, _ = run_cli("validate", [f"file={folder / 'train.txt'}"], tmp_path, capsys)
         assert code != 0 and "Traceback" not in text and "train.txt:2: box" in text
 
@@ -251,7 +251,7 @@ def test_crafted_onnx_metadata(tiny_runs, shared_data, tmp_path, capsys):
 
 
 def test_a_refusal_is_printed_once_and_kept_in_the_run_log(tmp_path, capsys):
-    """The error line reaches the terminal once (Hydra's console log handler used to repeat it
+    """The error line reaches the terminal once (Hydra's console log handler must not repeat it
     as ``[...][ERROR] - ...``) and the run folder's log file still records it."""
     missing = tmp_path / "no_such_annotations.txt"
     code, text, _ = run_cli("validate", [f"file={missing}"], tmp_path, capsys)

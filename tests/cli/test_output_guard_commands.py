@@ -1,4 +1,4 @@
-"""Issue 28, items 1-5: each command's own example of writing over the user's data, refused.
+"""Each command's own example of writing over the user's data, refused.
 
 Every case runs the command in this process (as the console script does) and checks that it
 ends in one ``error:`` line with exit code 2 and that nothing of the user's was modified.
@@ -23,7 +23,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-# --- item 1: fashion-convert replaces only a folder that is verifiably one of our conversions ----
+# --- fashion-convert replaces only a folder that is verifiably one of our conversions --------
 def test_convert_keeps_a_folder_with_a_stray_metadata_json(synthetic_ccp, tmp_path, capsys):
     """``echo '{}' > p/metadata.json; echo x > p/notes/thesis.txt; fashion-convert ccp output=p``."""
     folder = tmp_path / "p"
@@ -55,7 +55,7 @@ def test_convert_keeps_a_conversion_with_a_foreign_file(synthetic_ccp, tmp_path,
     assert json.loads((folder / "metadata.json").read_text())["seed"] == 3
 
 
-# --- item 2: fashion-eval save_masks=true output=<the converted dataset> ------------------------
+# --- fashion-eval save_masks=true output=<the converted dataset> -----------------------------
 def test_eval_masks_never_overwrite_the_ground_truth(tiny_ccp, tiny_runs, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(tiny_ccp, data)
@@ -66,7 +66,7 @@ def test_eval_masks_never_overwrite_the_ground_truth(tiny_ccp, tiny_runs, tmp_pa
     assert snapshot(data) == before
 
 
-# --- item 3: fashion-show output=<the image root> ------------------------------------------------
+# --- fashion-show output=<the image root> ----------------------------------------------------
 @pytest.fixture()
 def flat_dataset(tmp_path) -> tuple[Path, Path]:
     """A converted folder whose image root holds ``x.jpg`` and ``x.png`` (two different photos)."""
@@ -98,9 +98,9 @@ def test_show_draws_same_stem_photos_to_two_files(flat_dataset, tmp_path, capsys
     assert sorted(p.name for p in out.iterdir()) == ["x.jpg.png", "x.png.png"]
 
 
-# --- item 4: fashion-predict never writes through a planted symlink ----------------------------
+# --- fashion-predict never writes through a planted symlink ----------------------------------
 def test_predict_never_writes_through_a_planted_symlink(tiny_runs, shared_data, tmp_path, capsys):
-    """``ln -s ~/important.txt out/0001.jpg.jpg`` used to turn important.txt into a JPEG."""
+    """``ln -s ~/important.txt out/0001.jpg.jpg`` must not turn important.txt into a JPEG."""
     photos = tmp_path / "photos"
     photos.mkdir()
     shutil.copy(shared_data / "fashionpedia-sample" / "input.jpg", photos / "0001.jpg")
@@ -116,7 +116,7 @@ def test_predict_never_writes_through_a_planted_symlink(tiny_runs, shared_data, 
     assert (out / "0001.jpg.jpg").is_symlink()
 
 
-# --- item 5: fashion-eval output=<a training run folder> ---------------------------------------
+# --- fashion-eval output=<a training run folder> ---------------------------------------------
 def test_eval_never_replaces_a_run_folders_metrics(tiny_runs, tmp_path, capsys):
     run = tmp_path / "run_copy"
     shutil.copytree(tiny_runs["detector"], run)

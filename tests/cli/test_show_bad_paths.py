@@ -1,4 +1,4 @@
-"""Issue 28, item 15: a NUL byte in an annotation path ends fashion-show in one line, not a crash."""
+"""A NUL byte in an annotation path ends fashion-show in one line, not a crash."""
 
 from __future__ import annotations
 

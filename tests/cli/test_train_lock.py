@@ -1,4 +1,4 @@
-"""Issue 28, item 6 through fashion-train: a second trainer into a run folder in use is refused."""
+"""One trainer per run folder, through fashion-train: a second trainer into a run folder in use is refused."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def test_conversion_can_be_refused(tmp_path: Path):
 
 
 def test_a_wrong_dataset_path_is_an_error_not_a_download(server, tmp_path: Path, monkeypatch):
-    """Issue 10.5: a typo in dataset.path must not download and convert CCP into that path."""
+    """A typo in dataset.path must not download and convert CCP into that path."""
     server.routes["/ccp.zip"] = (200, b"never fetched", None)
     real = download.ensure_ccp
     monkeypatch.setattr(download, "ensure_ccp",
@@ -69,7 +69,7 @@ def test_a_wrong_dataset_path_is_an_error_not_a_download(server, tmp_path: Path,
 
 def test_the_cpu_profile_dataset_is_converted_on_the_first_run(shared_data: Path, tmp_path: Path, monkeypatch):
     """A newcomer without CUDA: `fashion-train` picks experiment=yolo_cpu_12m, whose data is
-    ccp-416 in the default folders; it used to stop with "only writes to the default 'ccp'"."""
+    ccp-416 in the default folders; it is converted, not refused with "only writes to the default 'ccp'"."""
     import fashionvision.convert as convert
 
     calls = []
@@ -81,7 +81,7 @@ def test_the_cpu_profile_dataset_is_converted_on_the_first_run(shared_data: Path
 
 
 def test_stale_staging_folders_are_cleaned_on_the_next_conversion(shared_data: Path, tmp_path: Path):
-    """Issue 10.5: what SIGKILLed conversions leave is removed; live and foreign folders stay."""
+    """What SIGKILLed conversions leave is removed; live and foreign folders stay."""
     import os
     import subprocess
     import sys

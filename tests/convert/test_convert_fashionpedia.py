@@ -190,7 +190,7 @@ def test_window_rasterisation_equals_whole_image():
 
 
 def test_empty_splits_warn_at_conversion_and_fail_clearly_at_training(shared_data: Path, tmp_path: Path):
-    """Issue 11, item 15: the 2-image sample gives train 2, val 0, test 0; say so, then refuse to train."""
+    """The 2-image sample gives train 2, val 0, test 0; say so, then refuse to train."""
     from fashionvision.cli._hydra import compose
     from fashionvision.families import task_for_config as build_task
     from fashionvision.engine.trainer import Trainer
@@ -211,8 +211,8 @@ def test_empty_splits_warn_at_conversion_and_fail_clearly_at_training(shared_dat
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
 
 
-# --- issue 27: Fashionpedia is now the COCO converter plus a preset; its output is unchanged ----
-# Digests of what the converter wrote before the change (commit 9a5d1a5), on the official sample
+# --- Fashionpedia is the COCO converter plus a preset; its output matches the dedicated converter's ----
+# Digests of what the dedicated Fashionpedia converter wrote, on the official sample
 # and on a small synthetic file from scripts/make_synthetic_fashionpedia.py.
 
 BEFORE_COCO = {

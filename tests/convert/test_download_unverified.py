@@ -1,10 +1,10 @@
-"""Issue 28, item 7 (and the download parts of item 15), against loopback HTTP servers.
+"""Downloads that cannot be verified, against loopback HTTP servers.
 
-* A transfer without ``Content-Length`` that is cut early used to be installed as complete
-  (35,949 of 71,899 bytes) and the next run said there was nothing to do.
-* A redirect to another host was followed silently when no checksum was set.
-* A refused archive stayed in ``.download/`` and was unpacked again on every run.
-* Nothing bounded the unpacked size of an archive.
+* A transfer without ``Content-Length`` that is cut early (35,949 of 71,899 bytes) is not
+  installed as complete, so the next run does not say there is nothing to do.
+* A redirect to another host is not followed silently when no checksum is set.
+* A refused archive does not stay in ``.download/`` to be unpacked again on every run.
+* The unpacked size of an archive is bounded.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def test_the_unpacked_size_of_an_archive_is_bounded(tmp_path, monkeypatch):
 
 
 def test_a_ccp_mat_is_sized_before_it_is_decoded(synthetic_ccp, tmp_path, monkeypatch):
-    """A small .mat may decode to a huge mask: its header is read first (issue 28, item 15)."""
+    """A small .mat may decode to a huge mask: its header is read first."""
     import scipy.io
 
     from fashionvision.convert import ccp

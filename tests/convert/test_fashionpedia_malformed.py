@@ -1,8 +1,8 @@
 """Malformed Fashionpedia (and any COCO) JSON is counted and skipped, or one line.
 
 Nested 200,000 deep, negative RLE counts, a bbox of 1e308, an image or annotation that is not
-an object, a list as an id: each used to end in RecursionError, OverflowError, TypeError or
-KeyError. Each is now ``FILE: annotation id N: reason`` (or ``image id N``), counted and
+an object, a list as an id: unchecked, each ends in RecursionError, OverflowError, TypeError or
+KeyError. Each is ``FILE: annotation id N: reason`` (or ``image id N``), counted and
 skipped, or one line when the file itself is unusable.
 """
 

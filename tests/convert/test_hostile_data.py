@@ -1,4 +1,4 @@
-"""Issue 10 items 9, 11 and 13: bad data must not change results silently.
+"""Bad data must not change results silently.
 
 * an unreadable test image is left out of evaluation (not replaced by the next one);
 * boxes past their image are clipped (outside: dropped) with FILE:LINE by the dataset, the
@@ -35,7 +35,7 @@ def _copy_converted(src: Path, dst: Path, image_root: Path | None = None) -> Pat
     return dst
 
 
-# --- item 9 ---------------------------------------------------------------------------------
+# --- an unreadable image is left out of evaluation, not replaced by the next one -------------
 def test_evaluation_leaves_an_unreadable_image_out(tiny_ccp, tiny_runs, tmp_path):
     """mAP with one corrupted test image equals the clean evaluation of the other images."""
     from fashionvision.cli.eval import evaluate
@@ -77,7 +77,7 @@ def _evaluate_quietly(run: Path, dataset: Path) -> dict:
     return metrics
 
 
-# --- item 11 --------------------------------------------------------------------------------
+# --- boxes past their image are clipped or dropped, absurd values refused --------------------
 @pytest.fixture()
 def outside_boxes(hand_converted_ccp, tmp_path) -> tuple[Path, dict]:
     """hand_converted_ccp with, on line 2, a box reaching far past the image and one wholly outside."""
@@ -141,7 +141,7 @@ def test_absurd_coordinates_are_refused_with_file_and_line(hand_converted_ccp, t
             run()
 
 
-# --- item 13 --------------------------------------------------------------------------------
+# --- unreadable or unknown images are skipped and counted ------------------------------------
 def test_show_skips_and_counts_unreadable_images(hand_converted_ccp, tmp_path, capsys):
     from fashionvision.cli.show import show
 

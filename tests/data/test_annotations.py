@@ -39,7 +39,7 @@ BAD_LINES = [
     ("../a.jpg 1,2,3,4,0", "climbs out"),
     ("img/../../a.jpg", "climbs out"),
     ("1,2,3,4,0", "looks like a box"),
-    # issue 10 items 11/12: values int() accepts or that overflow int64 / no image can hold
+    # values int() accepts or that overflow int64 / no image can hold
     ("a.jpg 1,2,99999999999999999999999,4,0", "above 65535"),
     (f"a.jpg 1,2,{2 ** 63},4,0", "above 65535"),
     ("a.jpg 1,2,70000,4,0", "above 65535"),

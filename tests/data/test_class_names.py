@@ -1,4 +1,4 @@
-"""Issue 28, item 13: a class name with a line break would split classes.txt and shift every
+"""A class name with a line break would split classes.txt and shift every
 later class; converters refuse it, and the validator checks classes.txt against the dataset."""
 
 from __future__ import annotations

@@ -173,7 +173,7 @@ def test_unreadable_image_is_skipped_and_counted(tmp_path, caplog, cache):
 
 @pytest.mark.parametrize("cache", [False, True])
 def test_unreadable_image_is_left_out_of_evaluation(tmp_path, caplog, cache):
-    """Issue 10 item 9: evaluation must not score the next image in its place."""
+    """Evaluation must not score the next image in its place."""
     data = _synthetic(tmp_path, [(40, 30)] * 4, corrupt={1})
     ds = FashionDataset(data, "train", 64, False, None, "detection", cache=cache, cache_dir=tmp_path / "c")
     with caplog.at_level(logging.WARNING):

@@ -1,4 +1,4 @@
-"""Issue 28, item 9: one reader error type for every way an image can be bad.
+"""One reader error type for every way an image can be bad.
 
 A seeded fuzz over a few hundred damaged files in several formats: whatever PIL raises inside
 (``ValueError``, ``NotImplementedError``, ``KeyError``, ``struct.error``, ``SyntaxError``...),

@@ -1,4 +1,4 @@
-"""Issue 28, item 15: a NUL byte in an annotation path passed fashion-validate and crashed fashion-show."""
+"""A NUL byte in an annotation path is refused by fashion-validate, so it cannot crash fashion-show."""
 
 from __future__ import annotations
 

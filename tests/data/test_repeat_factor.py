@@ -1,4 +1,4 @@
-"""Repeat-factor sampling of rare classes (``trainer.repeat_threshold``, issue 9)."""
+"""Repeat-factor sampling of rare classes (``trainer.repeat_threshold``)."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ def blocky_sample(seed: int, h: int = 96, w: int = 64, block: int = 16) -> dict:
 
 
 def rect_sample(h: int = 96, w: int = 64) -> dict:
-    """Background 0 with four rectangles of distinct classes; boxes = their continuous extents."""
+    """Background (class 0) with four rectangles of distinct classes; boxes = their continuous extents."""
     mask = np.zeros((h, w), np.uint8)
     rects = [(4, 6, 20, 30, 1), (30, 10, 58, 40, 2), (8, 50, 40, 90, 3), (44, 60, 60, 80, 4)]
     boxes, labels = [], []

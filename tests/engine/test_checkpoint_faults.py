@@ -1,4 +1,4 @@
-"""Issue 28, items 10 and 14: a full disk while saving, and checkpoints that are not what they seem."""
+"""A full disk while saving, and checkpoints that are not what they seem."""
 
 from __future__ import annotations
 

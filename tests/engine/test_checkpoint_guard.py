@@ -1,4 +1,4 @@
-"""Issue 10.8: a crafted checkpoint's config fails fast, in one line, before the model is built."""
+"""A crafted checkpoint's config fails fast, in one line, before the model is built."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ def test_fashion_train_yolo_smoke_writes_the_run_folder(tiny_ccp: Path, tmp_path
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     log_text = next(run.glob("*.log")).read_text()
     assert "epoch 2" in log_text
-    # issue 11: the header before the first step, the per-class table and the files at the end
+    # the run report: the header before the first step, the per-class table and the files at the end
     assert "device CPU: " in log_text and "train 4 images" in log_text and "M parameters" in log_text
     assert log_text.index("device CPU: ") < log_text.index("epoch 1:")
     assert "on the validation split (1 image)" in log_text and "instances      ap50" in log_text
@@ -127,7 +127,7 @@ def test_torchrun_needs_one_run_folder(monkeypatch) -> None:
 
 
 def test_fashion_train_refuses_a_run_folder_with_checkpoints(tmp_path: Path) -> None:
-    """Issue 10.2 through the CLI: one-line error before any data work; the old files stay."""
+    """A fresh run over an earlier run's files, through the CLI: one line before any data work; old files stay."""
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "best.pt").write_bytes(b"earlier run")

@@ -92,7 +92,7 @@ def test_accumulation_early_stop_and_best(toy_data: Path, tmp_path: Path, monkey
 def test_max_time_budget_ends_the_run(toy_data: Path, tmp_path: Path) -> None:
     trainer = _run(toy_data, tmp_path, epochs=1, max_time="1s")
     assert trainer.status == "time_budget"
-    # the budget bounds the whole run (issue 11): it stops early enough for the last validation
+    # the budget bounds the whole run: it stops early enough for the last validation
     assert trainer.epoch >= 1 and trainer.step >= 1 and 0 < trainer.train_seconds
     assert json.loads((tmp_path / "metrics.json").read_text())["final"]["score"] <= 0
 
@@ -118,7 +118,7 @@ def test_load_for_inference_and_resume_class_mismatch(toy_data: Path, tmp_path: 
 
 
 def test_fresh_run_into_a_folder_with_checkpoints_is_refused(toy_data: Path, tmp_path: Path) -> None:
-    """Issue 10.2: a second run without trainer.resume must not replace the first run's checkpoints."""
+    """A second run without trainer.resume must not replace the first run's checkpoints."""
     _run(toy_data, tmp_path, epochs=1)
     files = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.json")
     before = {name: (tmp_path / name).read_bytes() for name in files}
@@ -204,7 +204,7 @@ def test_cpu_bf16_detection_matches_torch() -> None:
 def test_budget_running_out_during_the_epoch_end_checkpoint_still_validates(toy_data: Path, tmp_path: Path,
                                                                             monkeypatch) -> None:
     """An epoch that ends just inside max_time, whose checkpoint write uses up the rest: the run
-    used to end with no final validation (empty metrics); the final validation is owed."""
+    still ends with a final validation, not with empty metrics: the final validation is owed."""
     saves: list[bool] = []
     original_save = Trainer.save
 

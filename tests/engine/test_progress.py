@@ -1,4 +1,4 @@
-"""Progress for long steps (issue 11, item 5): a bar on a terminal, a few plain lines elsewhere."""
+"""Progress for long steps: a bar on a terminal, a few plain lines elsewhere."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 28, item 6: one trainer per run folder; a crashed one leaves no lock behind."""
+"""One trainer per run folder; a crashed one leaves no lock behind."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What a training run shows and leaves (issue 11, items 2-4): the header, results.csv/png,
+"""What a training run shows and leaves: the header, results.csv/png,
 metrics.json of a preempted run, a clean resume line, and a time budget that bounds the run."""
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ def test_two_ranks_over_nccl(sync_bn: bool, tiny_ccp: Path, tmp_path: Path) -> N
 
 @pytest.mark.skipif(GPUS < 2, reason=f"needs two CUDA devices for a 2-rank NCCL run ({GPUS} visible)")
 def test_two_ranks_over_nccl_stop_together_on_a_time_budget(tiny_ccp: Path, tmp_path: Path) -> None:
-    """Issue 30: every rank must leave the loop at the same step (NCCL would hang otherwise)."""
+    """Every rank must leave the loop at the same step (NCCL would hang otherwise)."""
     run = tmp_path / "run"
     done = _torchrun(run, tiny_ccp, "trainer.epochs=1000", "trainer.max_time=40s", timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -107,7 +107,7 @@ def test_foreign_onnx_file_is_refused(tmp_path):
 
 
 def test_export_cli_puts_the_onnx_beside_the_checkpoint_and_says_one_sentence(tiny_runs, tmp_path, capsys):
-    """Issue 11, item 15: `fashion-export ckpt=RUN` -> RUN/checkpoints/best.onnx and one line."""
+    """`fashion-export ckpt=RUN` -> RUN/checkpoints/best.onnx and one line."""
     import shutil
 
     from fashionvision.cli.export import export
@@ -124,7 +124,7 @@ def test_export_cli_puts_the_onnx_beside_the_checkpoint_and_says_one_sentence(ti
 
 
 def test_export_refuses_to_overwrite_unless_asked(exported, tmp_path):
-    """Issue 10 item 13: exporting over an existing file needs overwrite=true."""
+    """Exporting over an existing file needs overwrite=true."""
     predictor, path, _ = exported["detector"]
     target = tmp_path / "model.onnx"
     target.write_bytes(b"an earlier export the user wants to keep")
@@ -158,7 +158,7 @@ def _with_metadata(source, target, text: str):
     (lambda meta: {key: v for key, v in meta.items() if key != "outputs"}, "outputs.structure"),
 ])
 def test_crafted_onnx_metadata_is_a_clear_error(exported, tmp_path, edit, reason):
-    """Issue 10 item 12: crafted metadata gives a UserError (one line in the CLIs), not a traceback."""
+    """Crafted metadata gives a UserError (one line in the CLIs), not a traceback."""
     import json
 
     _, path, _ = exported["detector"]

@@ -124,7 +124,7 @@ def _results(out: Path) -> list[str]:
 
 
 def test_same_stem_different_suffix_gives_two_results(tiny_runs, photo, tmp_path):
-    """Issue 10 item 10: x.jpg and x.png in one folder must not share one result file."""
+    """x.jpg and x.png in one folder must not share one result file."""
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(photo, folder / "x.jpg")
@@ -140,7 +140,7 @@ def test_same_stem_different_suffix_gives_two_results(tiny_runs, photo, tmp_path
 
 
 def test_glob_keeps_relative_folders(tiny_runs, photo, tmp_path):
-    """Issue 10 item 10: a/0001.jpg and b/0001.jpg from one glob give two result files."""
+    """a/0001.jpg and b/0001.jpg from one glob give two result files."""
     for sub in ("a", "b"):
         (tmp_path / "in" / sub).mkdir(parents=True)
         shutil.copy(photo, tmp_path / "in" / sub / "0001.jpg")
@@ -166,7 +166,7 @@ def test_missing_source_and_model_are_clear_errors(tiny_runs, tmp_path):
 
 
 def test_predict_video_writes_an_annotated_video(tiny_runs, tmp_path):
-    """Issue 11, item 14: a video in gives an annotated video out (mp4v), plus the JSON per frame."""
+    """A video in gives an annotated video out (mp4v), plus the JSON per frame."""
     predictor = load_predictor(tiny_runs["detector"])
     video = tmp_path / "walk.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
@@ -199,7 +199,7 @@ def test_predict_video_writes_an_annotated_video(tiny_runs, tmp_path):
 
 
 def test_output_in_the_source_folder_never_overwrites_a_photo(tiny_runs, shared_data, tmp_path):
-    """Issue 10.1: output=SOURCE (or inside it, or a photo's own folder) is refused; the photo is untouched."""
+    """output=SOURCE (or inside it, or a photo's own folder) is refused; the photo is untouched."""
     from fashionvision.errors import UserError
 
     folder = tmp_path / "photos"

@@ -86,7 +86,7 @@ def test_sigterm_checkpoints_and_exits_143(toy_data: Path, tmp_path: Path) -> No
     # the step in flight was finished, then the position was saved mid-epoch
     assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (6, 1, 2)
     assert not (run / "final_rank0.pt").exists()
-    import json  # issue 11: a preempted run leaves its metrics.json too
+    import json  # a preempted run leaves its metrics.json too
 
     assert json.loads((run / "metrics.json").read_text())["status"] == "preempted"
     resumed = _start(toy_data, run, "epochs=2", "resume=auto")

@@ -1,4 +1,4 @@
-"""Issue 10.3 and 10.4: SIGTERM / Ctrl-C sent to fashion-train's whole process group, loader workers included.
+"""SIGTERM / Ctrl-C sent to fashion-train's whole process group, loader workers included.
 
 What ``timeout``, Slurm, container stops, ``kill -- -PGID`` and a terminal's Ctrl-C do. The
 run starts in its own process group (session); the signal goes to the group after the first

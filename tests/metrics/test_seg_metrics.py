@@ -40,7 +40,7 @@ def test_confusion_matrix_matches_hand_count():
 def test_metrics_match_hand_computation():
     m = metrics_from_confusion(EXPECTED, NAMES)
     # IoU per class: tp / (gt + pred - tp)
-    #   background 2/(3+3-2)=1/2, shirt 1/(2+2-1)=1/3, skirt 1/(2+1-1)=1/2,
+    #   background: 2/(3+3-2)=1/2, shirt 1/(2+2-1)=1/3, skirt 1/(2+1-1)=1/2,
     #   dress 0/(0+1-0)=0 (hallucinated), hat undefined (never seen, never predicted)
     ious = [r["iou"] for r in m["per_class"]]
     assert ious[:4] == pytest.approx([1 / 2, 1 / 3, 1 / 2, 0.0])

@@ -1,4 +1,4 @@
-"""scripts/benchmark_peers.py end to end on CPU at a tiny budget (issue 9)."""
+"""scripts/benchmark_peers.py end to end on CPU at a tiny budget."""
 
 from __future__ import annotations
 
@@ -180,7 +180,7 @@ def test_seed_reaches_every_detection_contestant(tmp_path: Path, monkeypatch):
 
 @pytest.mark.slow
 def test_step_parts_script_times_before_and_after_and_writes_json(tmp_path: Path):
-    """scripts/bench_step_parts.py (README round 10) runs at a toy size and records each part
+    """scripts/bench_step_parts.py (results in ``benchmarks/HISTORY.md``) runs at a toy size and records each part
     of the step both ways, with the machine and the command."""
     import importlib.util
 

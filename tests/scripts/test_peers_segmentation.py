@@ -1,5 +1,5 @@
 """scripts/peers/segmentation.py: our U-Net and the plain smp loop, trained side by side and
-scored by our evaluator, end to end on real CCP images at a tiny budget (issue 9)."""
+scored by our evaluator, end to end on real CCP images at a tiny budget."""
 
 from __future__ import annotations
 

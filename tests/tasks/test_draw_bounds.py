@@ -1,4 +1,4 @@
-"""Issue 28, item 11: drawing stays within bounds a JPEG and a memory limit can hold."""
+"""Drawing stays within bounds a JPEG and a memory limit can hold."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fashionvision.tasks.visualize import class_colors, overlay_mask
 
 
 def test_overlay_on_a_big_photo_makes_no_full_size_float_copies():
-    """A 6000 x 6000 overlay used to make float32 copies of the whole photo (MemoryError under 6 GB)."""
+    """A big overlay makes no float32 copies of the whole photo (a 6000 x 6000 one would need over 6 GB)."""
     image = np.full((3000, 3000, 3), 120, np.uint8)
     mask = np.ones((3000, 3000), np.uint8)  # all foreground: the worst case
     tracemalloc.start()

@@ -1,4 +1,4 @@
-"""Logit adjustment of the segmenter (issue 9): the loss option and the decision rule, on CCP masks."""
+"""Logit adjustment of the segmenter: the loss option and the decision rule, on CCP masks."""
 
 from __future__ import annotations
 

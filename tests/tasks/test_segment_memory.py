@@ -1,4 +1,4 @@
-"""Issue 10.6: the segmenter on a huge photo needs memory in proportion to the photo, not C times it."""
+"""The segmenter on a huge photo needs memory in proportion to the photo, not C times it."""
 
 from __future__ import annotations
 

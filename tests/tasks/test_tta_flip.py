@@ -1,4 +1,4 @@
-"""Flip test-time augmentation of the segmenter (``model.tta_flip``; issue 9): the decision on a
+"""Flip test-time augmentation of the segmenter (``model.tta_flip``): the decision on a
 photo does not depend on which way it faces, the switch travels with a checkpoint, and
 ``fashion-eval`` / ``fashion-predict`` can turn it on or off."""
 

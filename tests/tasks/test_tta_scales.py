@@ -1,4 +1,4 @@
-"""Multi-scale test-time augmentation of the segmenter (``model.tta_scales``; issue 9, round 9):
+"""Multi-scale test-time augmentation of the segmenter (``model.tta_scales``):
 each extra scale is prepared from the original photo and its logits are averaged into the base
 batch; the evaluation (photos read again from disk) and the predictor (photos in memory) decide
 the same; nonsense lists are refused; ``fashion-eval`` can turn it on."""

@@ -1,4 +1,4 @@
-"""An ASGI middleware that bounds request bodies before FastAPI parses them (issue 10, item 7).
+"""An ASGI middleware that bounds request bodies before FastAPI parses them.
 
 FastAPI parses a multipart form completely before the endpoint runs: every byte of an upload
 is spooled (to memory, then to a temporary file) first, so a limit checked in the endpoint

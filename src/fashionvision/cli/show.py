@@ -55,8 +55,8 @@ def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
 def picture_name(path: str, taken: set[str]) -> str:
     """A flat file name for the picture of ``path``, unique among ``taken`` (which it joins).
 
-    The whole name is kept (``x.jpg`` -> ``x.jpg.png``) so that ``x.jpg`` and ``x.png`` no
-    longer share one picture (issue 28, item 3); ``a/b.jpg`` and ``a__b.jpg`` get a counter.
+    The whole name is kept (``x.jpg`` -> ``x.jpg.png``) so that ``x.jpg`` and ``x.png`` do not
+    share one picture; ``a/b.jpg`` and ``a__b.jpg`` get a counter.
     """
     stem = path.replace("/", "__")
     name, count = f"{stem}.png", 1

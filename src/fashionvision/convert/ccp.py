@@ -107,7 +107,7 @@ def _check_decodes(photo: Path) -> None:
         with Image.open(photo) as image:
             image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
-    except Exception as exc:  # noqa: BLE001 - one reader error for every way a photo is bad (issue 28, item 9)
+    except Exception as exc:  # noqa: BLE001 - one reader error for every way a photo is bad
         raise ImageReadError(photo, f"corrupt or truncated image ({type(exc).__name__}: {exc})") from exc
 
 
@@ -120,7 +120,7 @@ def _convert_one(job: tuple) -> tuple[str, str, np.ndarray | None, str | None]:
     if photo is None:
         return stem, rel, None, f"photo {PHOTO_DIR}/{stem}.* not found"
     try:
-        # the header first: a 389 KB .mat can decode to 400 MB (issue 28, item 15)
+        # the header first: a 389 KB .mat can decode to 400 MB, so its size is checked before decoding
         shapes = {name: shape for name, shape, _ in scipy.io.whosmat(str(mat_path))}
         pixels = int(np.prod(shapes.get("groundtruth", (0,)), dtype=np.float64))
         if pixels > MAX_MASK_PIXELS:

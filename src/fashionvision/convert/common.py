@@ -135,8 +135,8 @@ CONVERSION_FOLDERS = {"masks": (".png",), ".cache": (".bin", ".json", ".tmp")}
 def foreign_entry(folder: Path) -> str | None:
     """Why ``folder`` is not verifiably one of our conversions, or None when it is.
 
-    A ``metadata.json`` alone proves nothing (issue 28, item 1): ``{}`` beside a thesis used to
-    get the whole folder replaced. It must be our schema (a known converter, its counts), and
+    A ``metadata.json`` alone proves nothing: trusting it, a ``{}`` beside a thesis would get the
+    whole folder replaced. It must be our schema (a known converter, its counts), and
     every other entry must be one a conversion writes.
     """
     try:

@@ -1,9 +1,9 @@
-"""Names of temporary staging folders, and cleaning the ones interrupted runs left (issue 10, item 5).
+"""Names of temporary staging folders, and cleaning the ones interrupted runs left.
 
 Conversions build into ``.<name>.tmp-<host>-<pid>-XXXXXXXX`` beside the output and downloads
 into ``.<name>.dl-<host>-<pid>-XXXXXXXX.zip.part`` / ``.unpack``, then rename; an error or
-Ctrl-C removes them, but SIGKILL, a power cut or an OOM kill cannot, and they used to stay
-forever (one CCP conversion is hundreds of MB). The owner is in the name, so the next run can
+Ctrl-C removes them, but SIGKILL, a power cut or an OOM kill cannot, and left alone they would
+stay forever (one CCP conversion is hundreds of MB). The owner is in the name, so the next run can
 tell a stale folder from one another process is still filling:
 
 * same host and the process is gone -> stale, removed;

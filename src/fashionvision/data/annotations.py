@@ -80,7 +80,7 @@ class AnnotationError(UserError, ValueError):
 def check_relative_path(path: str) -> str | None:
     """Return why ``path`` is not an acceptable dataset-relative image path, or None if it is."""
     bad = next((ch for ch in path if unicodedata.category(ch) == "Cc"), None)
-    if bad is not None:  # a NUL byte passed validation and crashed every open() (issue 28, item 15)
+    if bad is not None:  # a NUL byte would pass the other checks and crash every open()
         return f"image path {path!r} contains a control character ({bad!r})"
     if path.startswith("/") or path.startswith("\\") or (len(path) > 1 and path[1] == ":"):
         return f"image path '{path}' is absolute; paths must be relative to the dataset root"
@@ -243,7 +243,7 @@ def class_name_problem(name: object) -> str | None:
     """Why ``name`` cannot be one line of ``classes.txt``, or None.
 
     A line break (or any control or line-separator character) would split it into two lines
-    and shift every later class (issue 28, item 13).
+    and shift every later class.
     """
     if not isinstance(name, str) or not name.strip():
         return f"class name {name!r} is empty or not text"

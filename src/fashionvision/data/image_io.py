@@ -152,7 +152,7 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, root: str | os.PathLik
     path.parent.mkdir(parents=True, exist_ok=True)
     picture = Image.fromarray(rgb)
     if path.suffix.lower() in (".jpg", ".jpeg") and max(picture.size) > JPEG_MAX_SIDE:
-        # JPEG holds at most 65,535 px a side: a wider drawing is scaled down to fit (issue 28, item 11)
+        # JPEG holds at most 65,535 px a side: a wider drawing is scaled down to fit rather than failing to save
         scale = JPEG_MAX_SIDE / max(picture.size)
         picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
                                  Image.Resampling.BILINEAR)

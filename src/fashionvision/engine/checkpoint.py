@@ -203,8 +203,8 @@ def resolve_checkpoint(ckpt_or_run_dir: str | os.PathLike) -> Path:
 def checkpoint_inputs(ckpt: str | os.PathLike) -> list[Input]:
     """A checkpoint and the run folder it belongs to, as inputs of the output guard.
 
-    Evaluating into the run folder itself would replace the run's ``metrics.json`` (issue 28,
-    item 5); a fresh folder below it (``run/eval_test``) is the peer benchmarks' layout.
+    Evaluating into the run folder itself would replace the run's ``metrics.json``; a fresh
+    folder below it (``run/eval_test``) is the peer benchmarks' layout.
     """
     ckpt = Path(ckpt)
     folder = ckpt.parent.parent if ckpt.parent.name == CHECKPOINT_DIR else ckpt.parent
@@ -228,7 +228,7 @@ def find_resume_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The checkpoint ``trainer.resume=auto`` continues: the run's ``last.pt``, else its ``.prev``.
 
     A ``last.pt`` that is unreadable (a crash or a full disk while the file system was
-    failing) falls back to ``last.prev.pt``, saying so (issue 28, item 14); both unreadable
+    failing) falls back to ``last.prev.pt``, saying so; both unreadable
     is a :class:`UserError`.
     """
     folder = Path(run_dir) / CHECKPOINT_DIR
@@ -251,7 +251,7 @@ def find_resume_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 
 
 def check_fresh_run_folder(run_dir: str | os.PathLike, resume: str | None, overwrite: bool) -> None:
-    """Refuse to start a fresh run over an earlier run's checkpoints (issue 10, item 2).
+    """Refuse to start a fresh run over an earlier run's checkpoints.
 
     ``best.pt``, ``last.pt``, ``last.prev.pt`` and ``metrics.json`` of the earlier run would be
     replaced one by one as the new run writes; that is someone's work. Continuing it

@@ -1,4 +1,4 @@
-"""Checks on a checkpoint's own config before a model is built from it (issue 10, item 8).
+"""Checks on a checkpoint's own config before a model is built from it.
 
 :func:`~fashionvision.engine.checkpoint.load_for_inference` rebuilds a model from the
 ``config`` a checkpoint carries. A file from a stranger can say ``model.width=64`` (a YOLOv3

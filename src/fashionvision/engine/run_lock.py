@@ -1,15 +1,15 @@
-"""One trainer per run folder (issue 28, item 6).
+"""One trainer per run folder: a second trainer into the same folder is refused.
 
-Two ``fashion-train ... trainer.resume=auto`` into the same folder used to both exit 0 with
-their checkpoints mixed (``last.pt`` from one, ``last.prev.pt`` from the other) and an
-interleaved ``train.log``. The trainer now holds an exclusive ``flock`` on ``<run>/.lock``
+Without it, two ``fashion-train ... trainer.resume=auto`` into the same folder would both exit 0
+with their checkpoints mixed (``last.pt`` from one, ``last.prev.pt`` from the other) and an
+interleaved ``train.log``. The trainer holds an exclusive ``flock`` on ``<run>/.lock``
 while it runs; a second one is refused in one line naming the first's PID.
 
 ``flock`` rather than a PID file: the kernel drops the lock when its process ends however it
 ends (SIGKILL, OOM kill, power cut), so a crashed run never leaves a lock that blocks the
 next one; the file left behind is just a name. Holding the lock also proves that the
 temporary files in the folder are an interrupted run's leftovers, so they are removed then
-(issue 28, item 15: ``.last.pt.tmp-PID`` used to stay forever).
+(nothing else would ever remove a ``.last.pt.tmp-PID``).
 """
 
 from __future__ import annotations

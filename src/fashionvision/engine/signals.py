@@ -1,4 +1,4 @@
-"""Stop signals during training: finish the step, checkpoint, exit (issue 10, items 3 and 4).
+"""Stop signals during training: finish the step, checkpoint, exit.
 
 ``timeout``, Slurm, container stops, ``kill -- -PGID`` and Ctrl-C all signal the whole
 process group, DataLoader workers included. A worker killed by SIGTERM makes the main process

@@ -145,7 +145,7 @@ def list_sources(source: str) -> tuple[list[Path], Path | None]:
 
 
 def check_output_folder(output: Path, files: list[Path], root: Path | None, extra: Sequence[Input] = ()) -> None:
-    """Refuse an output folder that is a source folder or lies inside one (issue 10, item 1).
+    """Refuse an output folder that is a source folder or lies inside one.
 
     Annotated copies are named after their photo (``<stem>.jpg``): written into the photo's
     own folder they would replace the user's originals, and inside a source folder they would
@@ -368,7 +368,7 @@ def _predict_frames(predictor: Predictor, frames: Iterator[Frame], output: Path,
         try:
             _predict_one(predictor, frame, output, summary, conf, iou, save_images, save_frames, videos, sources)
         except MemoryError:
-            # one line naming the image, and on to the next (issue 28, item 11)
+            # one line naming the image, and on to the next: one huge photo must not end the whole run
             reason = f"out of memory predicting or drawing this {frame.image.shape[1]}x{frame.image.shape[0]} image"
             log.warning("skipped %s: %s", frame.source, reason)
             summary.skipped.append({"path": frame.source, "reason": reason})

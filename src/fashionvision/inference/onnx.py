@@ -153,7 +153,8 @@ def metadata_problem(meta: Any) -> str | None:
 
 
 #: the most elements one constant, or one shape a graph spells out as a constant, may imply:
-#: 2**28 float32 is 1 GB, far above any weight or feature map of our exports (issue 28, item 8)
+#: 2**28 float32 is 1 GB, far above any weight or feature map of our exports, so a crafted graph
+#: cannot make the runtime allocate more
 MAX_GRAPH_ELEMENTS = 1 << 28
 #: operators whose shape-like input (index) makes a tensor of that many elements
 _SHAPE_INPUTS = {"ConstantOfShape": 0, "Expand": 1, "Reshape": 1, "Tile": 1, "Resize": 3, "Upsample": 1}

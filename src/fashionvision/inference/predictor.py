@@ -97,7 +97,7 @@ class Predictor:
             except (RuntimeError, ValueError, IndexError, TypeError) as exc:
                 if getattr(self.model, "session", None) is None:
                     raise  # a PyTorch model of ours: a bug, not the file's fault
-                # an ONNX file's outputs of another shape than its family decodes (issue 28, item 8)
+                # an ONNX file's outputs of another shape than its family decodes: the file's fault, one line
                 raise UserError(f"'{self.source}': its outputs do not fit a {self.task.family} model "
                                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
         return [_to_numpy(p) for p in outputs]

@@ -13,7 +13,7 @@ Conventions (rows = ground truth, columns = prediction):
   predictions. A class predicted but absent from the ground truth counts with IoU 0, so a
   decoding that moves pixels toward rare classes (logit adjustment) pays for its false alarms.
   Classes neither seen nor predicted have no IoU and are left out.
-* ``miou_gt_classes``: the lenient figure this project reported before (issue 25): the mean
+* ``miou_gt_classes``: the lenient figure, kept for comparison with older reports: the mean
   over the classes present in the ground truth only; a hallucinated class still lowers the IoU
   of the classes it covers, but its own 0 is not averaged in.
 * ``miou_all``: the sum of IoU over **all** classes divided by the class count, a class that

@@ -28,7 +28,7 @@ from fashionvision.tasks.base import Task
 log = logging.getLogger(__name__)
 
 #: keys older checkpoints carry that no longer mean anything: ``rect_eval`` chose rectangular
-#: evaluation inputs while prediction letterboxed to a square (issue 25: one preprocessing)
+#: evaluation inputs while prediction letterboxed to a square; both now share one preprocessing
 LEGACY_KEYS = ("rect_eval",)
 
 

@@ -1,4 +1,4 @@
-"""Multi-scale test-time augmentation of a segmenter (``model.tta_scales``; issue 9, round 9).
+"""Multi-scale test-time augmentation of a segmenter (``model.tta_scales``).
 
 mmsegmentation's ``aug_test`` with ``img_ratios``: the photo is also resized so its long side is
 ``ratio x model.image_size`` for each ratio, each version goes through the network (with the

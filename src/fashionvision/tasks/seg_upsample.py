@@ -1,4 +1,4 @@
-"""Class labels at the original resolution in bounded memory (issue 10, item 6).
+"""Class labels at the original resolution in bounded memory, however large the photo.
 
 Resizing all ``C`` logit maps to the original size before the argmax (what
 :func:`~fashionvision.tasks.segmentation.logits_to_original` does) costs ``C x H x W`` float32:

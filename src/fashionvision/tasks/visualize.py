@@ -129,7 +129,7 @@ def overlay_mask(
     if len(palette) < num:
         raise ValueError(f"mask holds class {num - 1} but the palette has {len(palette)} colours")
     out = image.copy()
-    # in bands of rows: float copies of a whole 6000 x 6000 photo ran out of memory (issue 28, item 11)
+    # in bands of rows: float copies of a whole 6000 x 6000 photo would not fit in memory
     rows = max(1, OVERLAY_BAND_PIXELS // max(1, mask.shape[1]))
     for top in range(0, mask.shape[0], rows):
         band = mask[top:top + rows]

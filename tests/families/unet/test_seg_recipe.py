@@ -1,4 +1,4 @@
-"""The CPU segmentation recipe's pieces (issue 9), on real CCP images."""
+"""The CPU segmentation recipe's pieces, on real CCP images."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_bad_crop_max_ratio_is_refused():
 
 def test_cpu_experiment_config_trains_patches_and_evaluates_whole_images(shared_data: Path):
     """experiment=unet_cpu_10m: 128x128 patches in training, whole 256x192 images in evaluation,
-    at most as many loader workers as a 2-core machine has (issue 11 picks it automatically)."""
+    at most as many loader workers as a 2-core machine has (the count is picked automatically)."""
     from fashionvision.cli._hydra import compose
     from fashionvision.data.transforms import build_train_transform
 

@@ -1,4 +1,4 @@
-"""The detector recipe changes of issue 9: more positives per box, balanced loss terms, the NaN
+"""The detector recipe's pieces: more positives per box, balanced loss terms, the NaN
 guard, the flip of non-square images, the close-mosaic phase and trainer.seed reaching the
 per-item augmentation."""
 

@@ -15,7 +15,7 @@
   to win by a wider margin than a rare one; predictions leave the shift out, so the network's own
   logits come out corrected for the prior (``model.logit_adjust_loss``; measured worse than the
   post-hoc rule of :meth:`~fashionvision.tasks.segmentation.SegmentationTask.decision_bias` on the
-  CPU recipe, README round 7).
+  CPU recipe, see ``benchmarks/HISTORY.md``).
 
 All ignore pixels equal to ``ignore_index`` (letterbox padding) and are computed in float32
 even under autocast. CE and Dice have no Python loops over classes or images (a handful of fused
