@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 from fashionvision.cli._hydra import Outcome, run_dir, run_hydra
-from fashionvision.errors import UserError
+from fashionvision.convert.prepare import ensure_dataset
+from fashionvision.families import check_model_fits_dataset
 
 log = logging.getLogger("fashionvision")
 
@@ -54,74 +55,6 @@ def process_started_at() -> float:
         return now - age if 0 <= age < 600 else now
     except (OSError, ValueError, IndexError):
         return now
-
-
-def ensure_dataset(cfg: dict) -> bool:
-    """Convert (and for CCP download) the dataset when ``dataset.path`` is not a converted folder.
-
-    Returns True when it converted (the time it took is not charged to ``trainer.max_time``).
-    """
-    from fashionvision.data.converted import dataset_ready
-
-    dataset = cfg["dataset"]
-    path = Path(dataset["path"])
-    if dataset_ready(path):
-        return False
-    name = dataset.get("name", "?")
-    how = f"`fashion-convert {name} source={dataset.get('source')} output={path}`"
-    if not cfg.get("convert_if_missing", False):
-        raise UserError(f"dataset.path='{path}' is not a converted dataset (no train.txt); run {how} "
-                        f"or pass convert_if_missing=true")
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        raise UserError(f"dataset.path='{path}' is not converted yet; under torchrun convert it first with {how}")
-    # a typo in dataset.path must not become a fresh download and conversion in a new folder:
-    # automatic conversion (and download) only into the config's default folders, where the
-    # dataset configs and experiments put them (data/converted/ccp, data/converted/ccp-416, ...)
-    converted_dir = Path(str(cfg.get("converted_dir", "data/converted")))
-    if path.absolute().parent != converted_dir.absolute():
-        raise UserError(f"dataset.path='{path}' is not a converted dataset (no train.txt), and automatic "
-                        f"conversion only writes to the default folder '{converted_dir}'; check the path, or "
-                        f"convert there deliberately with {how}")
-    source = Path(dataset.get("source") or "")
-    data_dir = Path(str(cfg.get("data_dir", "data")))
-    if name == "ccp" and not source.is_dir() and source.absolute().parent != data_dir.absolute():
-        raise UserError(f"dataset.source='{source}' does not exist, and CCP is downloaded automatically only "
-                        f"into the default folder '{data_dir}'; check the path or run `fashion-download ccp`")
-    if name == "ccp" and not source.is_dir():
-        from fashionvision.convert.download import ensure_ccp
-
-        log.info("CCP not found at %s: downloading it", source)
-        ensure_ccp(source)
-    if not source.is_dir():
-        raise UserError(f"dataset '{name}' is neither converted at '{path}' nor present at dataset.source="
-                        f"'{source}'; download it there (see data/README.md) or set dataset.path")
-    from fashionvision.convert import get_converter
-
-    log.info("converting %s from %s into %s (first run only)", name, source, path)
-    summary = get_converter(name)(source, path)
-    for note in getattr(summary, "notes", []):
-        if note.startswith("warning:"):
-            log.warning("%s", note.removeprefix("warning: "))
-    return True
-
-
-def check_model_fits_dataset(cfg: dict) -> None:
-    """Fail at once (before any download or conversion) when the model cannot use the dataset.
-
-    The task itself decides: it is built over a stand-in holding what the dataset config
-    promises (``dataset.has_masks: false`` -> no mask classes), so ``model=unet
-    dataset=deepfashion`` stops with the segmentation task's own message.
-    """
-    from fashionvision.data.converted import ConvertedDataset
-    from fashionvision.engine.config import parse_trainer_config
-    from fashionvision.families import family
-
-    parse_trainer_config(cfg["trainer"])  # every group is checked before anything is converted
-    cls = family(cfg["model"]["name"])
-    cls.check_config(cfg["model"], cfg.get("augment"), cfg.get("anchors"))
-    if cfg["dataset"].get("has_masks") is False:
-        stand_in = ConvertedDataset.from_classes(["object"], None, {"source_name": cfg["dataset"].get("name")})
-        cls(cfg["model"], stand_in, cfg.get("augment"), cfg.get("anchors"))
 
 
 def take_clock() -> float:
@@ -178,11 +111,11 @@ def _train(cfg: dict) -> Outcome:
     trainer_cfg = parse_trainer_config(cfg["trainer"])
     set_threads(trainer_cfg.threads)
     check_fresh_run_folder(folder, trainer_cfg.resume, trainer_cfg.overwrite)  # before any download
-    check_model_fits_dataset(cfg)
+    check_model_fits_dataset(cfg, trainer_cfg)
     before = time.perf_counter()
     if ensure_dataset(cfg):
         started_at += time.perf_counter() - before
-    trainer = Trainer(task_for_config(cfg), cfg["trainer"], folder, cfg, started_at=started_at)
+    trainer = Trainer(task_for_config(cfg), trainer_cfg, folder, cfg, started_at=started_at, folder_checked=True)
     try:
         trainer.fit()
     finally:

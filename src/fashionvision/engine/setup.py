@@ -51,7 +51,8 @@ def autocast_dtype(amp: str, device: torch.device,
     return dtype, enabled
 
 
-def prepare_process(cfg: TrainerConfig, device: torch.device, run_dir: Path, is_main: bool) -> None:
+def prepare_process(cfg: TrainerConfig, device: torch.device, run_dir: Path, is_main: bool,
+                    check_folder: bool = True) -> None:
     """Device, process group, determinism, seeds; a checked run folder with ``checkpoints/``."""
     cuda = device.type == "cuda"
     if cuda:
@@ -66,7 +67,8 @@ def prepare_process(cfg: TrainerConfig, device: torch.device, run_dir: Path, is_
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     seed_everything(cfg.seed)
-    check_fresh_run_folder(run_dir, cfg.resume, cfg.overwrite)
+    if check_folder:  # (the CLI checks before any download instead)
+        check_fresh_run_folder(run_dir, cfg.resume, cfg.overwrite)
     if is_main:
         (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
     du.barrier()

@@ -61,15 +61,17 @@ class Trainer:
             rebuilt later by name.
         started_at: ``time.perf_counter()`` when the command started: ``max_time`` counts from
             there (setup, model build and data caching included); default: now.
+        folder_checked: the caller has refused a fresh run over earlier checkpoints already.
 
     The fields of :class:`TrainState` read as attributes too (``trainer.epoch`` is
     ``trainer.state.epoch``).
     """
 
     def __init__(self, task: Task, trainer_cfg: dict | TrainerConfig, run_dir: str | os.PathLike,
-                 config: dict | None = None, started_at: float | None = None):
+                 config: dict | None = None, started_at: float | None = None, folder_checked: bool = False):
         self.state = TrainState()
         self.started_at = time.perf_counter() if started_at is None else float(started_at)
+        self.folder_checked = folder_checked
         self.task = task
         self.cfg = parse_trainer_config(trainer_cfg)
         self.run_dir = Path(run_dir)
@@ -96,7 +98,7 @@ class Trainer:
     def setup(self) -> None:
         """Build datasets, loaders, model, optimizer, EMA; load the resume checkpoint."""
         cfg, task = self.cfg, self.task
-        run_setup.prepare_process(cfg, self.device, self.run_dir, self.dist.is_main)
+        run_setup.prepare_process(cfg, self.device, self.run_dir, self.dist.is_main, check_folder=not self.folder_checked)
         data = run_setup.build_training_data(task, cfg, self.dist, self.cuda)
         self.train_set, self.val_set, self.sampler = data.train_set, data.val_set, data.sampler
         self.train_loader, self.val_loader, self.workers = data.train_loader, data.val_loader, data.workers

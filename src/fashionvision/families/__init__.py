@@ -13,7 +13,7 @@ someone else's file can never instantiate arbitrary code (:func:`rebuild_task`).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fashionvision.errors import UserError
 
@@ -100,3 +100,23 @@ def rebuild_task(model_cfg: dict, described: dict, config: dict | None = None,
         raise UserError(f"{source} predicts {len(classes)} classes but dataset "
                         f"'{dataset_path}' gives {len(task.class_names)} (or other names)")
     return task
+
+
+def check_model_fits_dataset(cfg: dict, trainer_cfg: Any = None) -> None:
+    """Fail at once (before any download or conversion) when the model cannot use the dataset.
+
+    The task itself decides: it is built over a stand-in holding what the dataset config
+    promises (``dataset.has_masks: false`` -> no mask classes), so ``model=unet
+    dataset=deepfashion`` stops with the segmentation task's own message. ``trainer_cfg``: the
+    ``trainer`` group when the caller has parsed it already.
+    """
+    from fashionvision.data.converted import ConvertedDataset
+    from fashionvision.engine.config import parse_trainer_config
+
+    if trainer_cfg is None:  # every group is checked before anything is converted
+        parse_trainer_config(cfg["trainer"])
+    cls = family(cfg["model"]["name"])
+    cls.check_config(cfg["model"], cfg.get("augment"), cfg.get("anchors"))
+    if cfg["dataset"].get("has_masks") is False:
+        stand_in = ConvertedDataset.from_classes(["object"], None, {"source_name": cfg["dataset"].get("name")})
+        cls(cfg["model"], stand_in, cfg.get("augment"), cfg.get("anchors"))
