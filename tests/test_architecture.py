@@ -69,3 +69,12 @@ def test_no_family_name_tested_outside_families() -> None:
             if FAMILY_WORDS.search(line):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}")
     assert not offenders, offenders
+
+
+def test_test_files_have_unique_names() -> None:
+    """The tests mirror the package in folders without ``__init__.py``: two files of one name
+    would stop pytest's collection (its default import mode imports each by its basename)."""
+    from collections import Counter
+
+    names = Counter(p.name for p in (ROOT / "tests").rglob("test_*.py"))
+    assert not [name for name, count in names.items() if count > 1]

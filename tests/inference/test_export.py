@@ -79,8 +79,10 @@ def test_predict_from_onnx_equals_pytorch(exported, kind, shared_data):
     a, b = predictor(image, conf=0.001, iou=0.6), onnx_predictor(image, conf=0.001, iou=0.6)
     if kind == "detector":
         assert len(a["boxes"]) == len(b["boxes"]) > 0
+        np.testing.assert_allclose(np.sort(b["scores"]), np.sort(a["scores"]), atol=1e-4)
+        # (the raw outputs are compared above; which of many tied boxes fill the list is not)
         a, b = above_the_cut(a), above_the_cut(b)
-        assert len(a["boxes"]) == len(b["boxes"]) > 0
+        assert len(a["boxes"]) == len(b["boxes"])
         order = match_detections(a, b)  # tied scores may come out in another order on each path
         np.testing.assert_allclose(b["boxes"][order], a["boxes"], atol=1e-2)
         np.testing.assert_allclose(b["scores"][order], a["scores"], atol=1e-4)
