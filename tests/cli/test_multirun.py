@@ -35,6 +35,7 @@ def job(sweep: Path, num: int, name: str = "metrics.json") -> dict:
     return json.loads((sweep / str(num) / name).read_text())
 
 
+@pytest.mark.slow  # several trainings and evaluations: tens of seconds on 2 cores
 def test_every_job_has_its_own_budget_folder_and_log(tiny_ccp, tmp_path, capsys, monkeypatch):
     sweep = tmp_path / "sweep"
     code, out = multirun([*TINY_YOLO, f"dataset.path={tiny_ccp}", "trainer.max_time=5s", "trainer.seed=0,1"],

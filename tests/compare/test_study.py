@@ -42,6 +42,7 @@ def study_runs(tiny_ccp, tmp_path_factory) -> list[Path]:
     return [root / "det", root / "seg"]
 
 
+@pytest.mark.slow  # several trainings and evaluations: tens of seconds on 2 cores
 def test_the_study_report_has_every_table_and_figure(study_runs, tiny_ccp, tmp_path):
     from fashionvision.cli._hydra import compose
     from fashionvision.cli.compare import compare

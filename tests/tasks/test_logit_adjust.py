@@ -132,6 +132,7 @@ def test_a_trained_checkpoint_predicts_with_its_biases(tiny_ccp: Path, tmp_path:
     np.testing.assert_allclose(loaded.decision_bias().numpy(), task.decision_bias().numpy(), atol=1e-5)
 
 
+@pytest.mark.slow  # several trainings and evaluations: tens of seconds on 2 cores
 def test_fashion_eval_multirun_scores_each_tau_and_flip(tiny_runs: dict, tiny_ccp: Path, tmp_path: Path,
                                                         monkeypatch, capsys, one_torch_thread):
     """`fashion-eval -m model.logit_adjust=0,1.5 tta_flip=false,true` (what scripts/sweep_logit_adjust.py
