@@ -54,7 +54,10 @@ def test_the_study_on_each_launcher(launcher, tiny_ccp, tmp_path):
         folder = Path(j["folder"])
         assert folder.parent == sweep and (folder / "train.log").is_file()
         trained = json.loads((folder / "metrics.json").read_text())
-        assert trained["status"] in ("time_budget", "completed") and trained["train_seconds"] >= 2.0
+        # a job whose clock started with an earlier job's would have its 3 s spent before its first
+        # step; a third of it is trained even on a loaded machine (the rest is the reserve kept back
+        # for the final validation, checkpoint and plot)
+        assert trained["status"] in ("time_budget", "completed") and trained["train_seconds"] >= 1.0
     for j in jobs:  # each job's clock starts with the job, in whatever process the launcher runs it
         assert json.loads((Path(j["folder"]) / "metrics.json").read_text())["train_seconds"] <= j["seconds"] + 0.5
 
