@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
+from benchmark_peers import machine as describe_machine  # noqa: E402
 from make_synthetic_fashionpedia import write_synthetic  # noqa: E402
 
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out_dir = REPO / "benchmarks"
     out_dir.mkdir(exist_ok=True)
-    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    machine = {"cpus": os.cpu_count(), **describe_machine()}  # the processor's name among them
 
     synthetic = args.work / "fashionpedia" / "synthetic_train.json"
     sidecar = synthetic.with_suffix(".counts.json")

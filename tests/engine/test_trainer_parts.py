@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -74,8 +75,10 @@ class _Recorder:
         self.device = torch.device("cpu")
         self.saves: list[tuple[bool, bool]] = []
 
-    def save(self, best: bool = False, last: bool = True) -> None:
+    def save(self, best: bool = False, last: bool = True, background: bool = False) -> None:
         self.saves.append((best, last))
+        if last:
+            self.state.saved_step = self.state.step
 
 
 def test_last_pt_follows_the_wall_clock_and_best_pt_every_gain() -> None:
@@ -99,7 +102,10 @@ def test_last_pt_follows_the_wall_clock_and_best_pt_every_gain() -> None:
         other.state.step = step
         every_epoch.after_step(other)
     every_epoch.after_epoch(other)
-    assert other.saves == [(False, True), (False, True), (False, True)]  # steps 3 and 6, the epoch end
+    assert other.saves == [(False, True), (False, True)]  # steps 3 and 6; the epoch end is step 6 again
+    other.state.step, other.state.improved = 7, True
+    every_epoch.after_epoch(other)
+    assert other.saves[-1] == (True, True)  # a step the interval left behind, and a gain
 
 
 def test_hooks_default_to_doing_nothing() -> None:
@@ -130,6 +136,54 @@ def test_best_pt_holds_no_optimizer_state_and_is_not_for_resuming(toy_data: Path
     assert best["model"].keys() == last["model"].keys() and best["ema"]
     with pytest.raises(UserError, match="holds weights only .* resume from checkpoints/last.pt"):
         _trainer(toy_data, tmp_path / "run", epochs=3, resume=str(folder / "best.pt")).fit()
+
+
+def test_background_checkpoints_hold_the_weights_of_their_step(toy_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """With checkpoint_background the checkpoints of every step are written by a thread from a copy:
+    each file holds the step it was taken at, although training went on changing the tensors while
+    it was written; the run ends only once the last write is done (last.pt is the final step)."""
+    from fashionvision.engine import checkpoint as ck
+
+    written, original = [], ck.save_checkpoint
+
+    def slow_save(path, state, keep_previous=True):
+        time.sleep(0.05)  # the training thread runs on meanwhile
+        written.append((Path(path).name, state["step"], state["model"]["body.0.weight"].clone()))
+        return original(path, state, keep_previous=keep_previous)
+
+    monkeypatch.setattr(ck, "save_checkpoint", slow_save)
+    trainer = _trainer(toy_data, tmp_path / "run", checkpoint_background=True, checkpoint_every_steps=1, ema=False)
+    seen = {}
+    trainer.hooks.insert(0, SimpleNamespace(before_train=lambda t: None, after_epoch=lambda t: None, after_train=lambda t: None,
+                                            after_step=lambda t: seen.setdefault(t.state.step, t.model.state_dict()["body.0.weight"].clone())))
+    trainer.fit()
+    lasts = [(step, weight) for name, step, weight in written if name == "last.pt"]
+    assert [step for step, _ in lasts][:8] == list(range(1, 9))  # one per step, in order, none skipped
+    for step, weight in lasts[:8]:
+        assert torch.equal(weight, seen[step]), f"last.pt of step {step} holds another step's weights"
+    final = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert final["step"] == trainer.step == 8 and trainer.checkpoints._thread is None
+
+
+def test_a_failed_background_write_stops_the_run_with_its_error(toy_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """A background write that fails (a full disk) surfaces at the next write as the one-line error
+    of a synchronous write; the checkpoint already on disk stays."""
+    from fashionvision.engine import checkpoint as ck
+
+    original, calls = ck.save_checkpoint, []
+
+    def failing_after_first(path, state, keep_previous=True):
+        calls.append(state["step"])
+        if len(calls) > 1:
+            raise UserError(f"could not write checkpoint '{path}' (disk full or a file-size limit? No space left)")
+        return original(path, state, keep_previous=keep_previous)
+
+    monkeypatch.setattr(ck, "save_checkpoint", failing_after_first)
+    trainer = _trainer(toy_data, tmp_path / "run", checkpoint_background=True, checkpoint_every_steps=1)
+    with pytest.raises(UserError, match="disk full"):
+        trainer.fit()
+    assert calls[:2] == [1, 2] and len(calls) == 2  # nothing written after the failure
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["step"] == 1
 
 
 def test_a_time_budget_plans_the_ema_ramp_from_the_measured_step_rate() -> None:

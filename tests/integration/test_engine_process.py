@@ -98,7 +98,8 @@ def test_ddp_two_gloo_processes_end_with_identical_weights(toy_data: Path, tmp_p
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
            "--rdzv_backend=c10d", "--rdzv_endpoint=localhost:0", str(TOY_TRAIN), str(toy_data), str(run),
-           "epochs=2", "accumulate=2", "sync_bn=true"]  # sync_bn is ignored (with a warning) on the CPU
+           "epochs=2", "accumulate=2", "sync_bn=true",  # sync_bn is ignored (with a warning) on the CPU
+           "checkpoint_background=true", "checkpoint_every_steps=1"]  # rank 0 writes while rank 1 goes on
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     rank0 = torch.load(run / "final_rank0.pt", weights_only=True)

@@ -3,6 +3,9 @@
 * Written atomically: a temporary file in the same folder, flushed and fsynced, then
   ``os.replace``; the previous ``last.pt`` stays as ``last.prev.pt`` so one bad file never
   loses a run.
+* Written on a background thread when asked (:class:`CheckpointWriter`): the loop pays for a
+  copy of the tensors (on a GPU, one device-to-host copy) instead of serialising and fsyncing
+  up to a gigabyte; one write at a time, and the run waits for it before it ends.
 * Everything in a checkpoint is a tensor, number, string, list or dict, so it loads with
   ``torch.load(weights_only=True)``; RNG states are stored as tensors and lists, never as
   pickled objects. A file that carries pickled objects is refused.
@@ -16,6 +19,7 @@ import logging
 import os
 import pickle
 import random
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -116,6 +120,69 @@ def save_checkpoint(path: str | os.PathLike, state: dict, keep_previous: bool = 
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def snapshot(state: Any) -> Any:
+    """A copy of ``state`` that training can no longer change: tensors copied to the CPU,
+    dicts, lists and tuples rebuilt (model and optimizer state dicts share the live tensors)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {key: snapshot(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(snapshot(value) for value in state)
+    return state
+
+
+class CheckpointWriter:
+    """Writes checkpoint files with :func:`save_checkpoint`, one batch of files at a time.
+
+    ``background=True``: :meth:`write` takes a :func:`snapshot` and returns while a thread
+    writes the files, each still atomic, so a crash during the write leaves the previous
+    ``last.pt``. The next :meth:`write` and :meth:`wait` first wait for the thread, and a write
+    that failed (a full disk) raises there, as the :class:`UserError` a synchronous write raises.
+    """
+
+    def __init__(self, background: bool = False):
+        self.background = background
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def write(self, files: list[tuple[Path, dict, bool]], background: bool = True) -> None:
+        """Write each ``(path, state, keep_previous)``; in the background when both this writer
+        and the call allow it (the final checkpoint of a run is written in the foreground)."""
+        self.wait()
+        if not (self.background and background):
+            for path, state, keep_previous in files:
+                save_checkpoint(path, state, keep_previous=keep_previous)
+            return
+        copies = [(path, snapshot(state), keep_previous) for path, state, keep_previous in files]
+        # not a daemon: an interpreter that exits mid-write finishes the file first
+        self._thread = threading.Thread(target=self._write_all, args=(copies,), name="checkpoint-writer")
+        self._thread.start()
+
+    def _write_all(self, files: list[tuple[Path, dict, bool]]) -> None:
+        try:
+            for path, state, keep_previous in files:
+                save_checkpoint(path, state, keep_previous=keep_previous)
+        except BaseException as exc:  # handed to the training thread by wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        """Until the write under way (if any) has finished; re-raises its error."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def settle(self) -> None:
+        """:meth:`wait` while another error is on its way out: a failed write is logged, not raised."""
+        try:
+            self.wait()
+        except Exception as exc:
+            log.error("the last background checkpoint write failed too: %s", exc)
 
 
 def previous_of(path: Path) -> Path:

@@ -52,6 +52,7 @@ class TrainerConfig:
     val_every: int = 1
     checkpoint_every: str | float | None = 0  # wall clock between last.pt writes; 0 = every epoch end
     checkpoint_every_steps: int | None = None
+    checkpoint_background: bool = False  # last.pt/best.pt written by a thread from a copy of the tensors
     early_stop_patience: int | None = None
     max_bad_steps: int = 5
     resume: str | None = None

@@ -165,7 +165,8 @@ class Checkpointing(HookBase):
     writes, which hold the optimizer state and so are large (about 1 GB for a full YOLOv3);
     ``trainer.checkpoint_every_steps`` adds one every N steps. The run also checkpoints at its
     end, on SIGTERM/Ctrl-C and before it stops on non-finite losses (the trainer sees to those).
-    Every rank takes the same decision: it is made on the clock all ranks agree on.
+    Every rank takes the same decision: it is made on the clock all ranks agree on. These
+    checkpoints may be written in the background (``trainer.checkpoint_background``).
     """
 
     def __init__(self, every_seconds: float, every_steps: int | None):
@@ -188,13 +189,14 @@ class Checkpointing(HookBase):
     def after_epoch(self, trainer: Any) -> None:
         due = self.every_seconds <= 0 or self._interval_due(trainer)
         due = bool(du.all_reduce_max([float(due)], trainer.device)[0])  # the epoch-end clocks may differ
+        due = due and trainer.state.saved_step != trainer.state.step  # not twice for one step
         if due:
             self.save(trainer, best=trainer.state.improved)
         elif trainer.state.improved:
             self.save(trainer, best=True, last=False)
 
     def save(self, trainer: Any, best: bool = False, last: bool = True) -> None:
-        trainer.save(best=best, last=last)
+        trainer.save(best=best, last=last, background=True)
         if last:
             self.saved_at = trainer.state.train_seconds
 

@@ -30,7 +30,7 @@ from fashionvision.engine import resume
 from fashionvision.engine import setup as run_setup
 from fashionvision.engine.budget import TimeBudget
 from fashionvision.engine.device import cpu_has_bf16, resolve_device
-from fashionvision.engine.checkpoint import BEST, CHECKPOINT_DIR, LAST, save_checkpoint, set_rng_state
+from fashionvision.engine.checkpoint import BEST, CHECKPOINT_DIR, LAST, CheckpointWriter, set_rng_state
 from fashionvision.engine.config import TrainerConfig, parse_trainer_config
 from fashionvision.engine.ema import ModelEMA
 from fashionvision.engine.epoch import run_epoch
@@ -85,6 +85,7 @@ class Trainer:
         self._stop_signal = False
         self.stop_signals = StopSignals()
         self.guard = NonFiniteGuard(self.cfg.max_bad_steps)
+        self.checkpoints = CheckpointWriter(background=self.cfg.checkpoint_background)
         self.validation = run_hooks.Validation()
         self.hooks: list[run_hooks.HookBase] = [
             self.validation,
@@ -126,15 +127,20 @@ class Trainer:
         if resume_state is not None:  # last, so that nothing above consumes the restored RNG
             set_rng_state(resume_state["rng"])
 
-    def save(self, best: bool = False, last: bool = True) -> None:
-        """Write ``last.pt`` (and ``best.pt``, without the optimizer state) on rank 0; every rank waits."""
+    def save(self, best: bool = False, last: bool = True, background: bool = False) -> None:
+        """Write ``last.pt`` (and ``best.pt``, without the optimizer state) on rank 0; every rank waits.
+
+        ``background`` and ``trainer.checkpoint_background``: a thread writes, the loop waits for a copy.
+        """
         started = time.perf_counter()
         if self.dist.is_main:
             folder = self.run_dir / CHECKPOINT_DIR
+            files = []
             if last:
-                save_checkpoint(folder / LAST, resume.checkpoint_state(self))
+                files.append((folder / LAST, resume.checkpoint_state(self), True))
             if best:
-                save_checkpoint(folder / BEST, resume.checkpoint_state(self, optimizer=False), keep_previous=False)
+                files.append((folder / BEST, resume.checkpoint_state(self, optimizer=False), False))
+            self.checkpoints.write(files, background=background)
         du.barrier()
         if last:
             self.state.saved_step = self.state.step
@@ -225,6 +231,9 @@ class Trainer:
             self._finish(trained)
             self._call("after_train")
             return state.metrics
+        except BaseException:
+            self.checkpoints.settle()  # a write under way completes; the error on its way out wins
+            raise
         finally:
             # the workers ignore SIGTERM/SIGINT: stop them here, not at interpreter exit, and
             # while a second Ctrl-C still aborts quietly
@@ -241,6 +250,7 @@ class Trainer:
             return
         if state.status == "early_stopped":
             self._save_if_behind()
+            self.checkpoints.wait()
             return
         improved = False
         if self._time_up() and trained and state.validated_epoch != state.epoch:
@@ -251,6 +261,7 @@ class Trainer:
         else:
             self._save_if_behind()
         state.status = "time_budget" if self._time_up() else "completed"
+        self.checkpoints.wait()  # nothing is left to a background write once the run has ended
 
     def _save_if_behind(self) -> None:
         """``last.pt`` at the end of the run when the interval left it behind the last step."""
