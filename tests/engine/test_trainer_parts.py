@@ -52,6 +52,9 @@ def test_the_budget_keeps_back_the_last_validation_and_checkpoint() -> None:
     trainer.state.train_seconds = 50.5
     assert budget.time_up(trainer)
     assert budget.progress(trainer) == pytest.approx(50.5 / (60.0 - 10.0))
+    trainer.checkpoints = SimpleNamespace(write_seconds=3.0)  # a background write took longer than its copy
+    assert budget.reserve(trainer) == pytest.approx(1.1 * 5.0 + 2.0 * 3.0 + 0.5)
+    del trainer.checkpoints
     budget.agreed_reserve = 20.0  # several ranks: the largest reserve, as agreed
     assert budget.progress(trainer) == pytest.approx(50.5 / 40.0)
     by_steps = TimeBudget(max_seconds=None, total_steps=100)

@@ -68,7 +68,10 @@ class TimeBudget:
         if val is None:
             per_image = self.seconds_per_image()
             val = per_image * len(getattr(trainer, "val_set", ())) if per_image is not None else 0.0
-        save = state.save_seconds
+        # a background write costs the loop a copy, the final foreground write the whole file
+        written = getattr(getattr(trainer, "checkpoints", None), "write_seconds", None)
+        measured = [seconds for seconds in (state.save_seconds, written) if seconds is not None]
+        save = max(measured) if measured else None
         if save is None:
             params = sum(p.numel() for p in trainer.model.parameters())
             save = 0.2 + params * 4 * 4 / 200e6  # model, EMA and two optimizer moments at ~200 MB/s

@@ -20,6 +20,7 @@ import os
 import pickle
 import random
 import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -147,14 +148,15 @@ class CheckpointWriter:
         self.background = background
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.write_seconds: float | None = None  # the last finished write, copy excluded (the budget's reserve)
 
     def write(self, files: list[tuple[Path, dict, bool]], background: bool = True) -> None:
         """Write each ``(path, state, keep_previous)``; in the background when both this writer
         and the call allow it (the final checkpoint of a run is written in the foreground)."""
         self.wait()
         if not (self.background and background):
-            for path, state, keep_previous in files:
-                save_checkpoint(path, state, keep_previous=keep_previous)
+            self._write_all(files)
+            self.wait()  # its error, raised here
             return
         copies = [(path, snapshot(state), keep_previous) for path, state, keep_previous in files]
         # not a daemon: an interpreter that exits mid-write finishes the file first
@@ -162,11 +164,14 @@ class CheckpointWriter:
         self._thread.start()
 
     def _write_all(self, files: list[tuple[Path, dict, bool]]) -> None:
+        started = time.perf_counter()
         try:
             for path, state, keep_previous in files:
                 save_checkpoint(path, state, keep_previous=keep_previous)
         except BaseException as exc:  # handed to the training thread by wait()
             self._error = exc
+            return
+        self.write_seconds = time.perf_counter() - started
 
     def wait(self) -> None:
         """Until the write under way (if any) has finished; re-raises its error."""
