@@ -134,7 +134,12 @@ def test_fresh_run_into_a_folder_with_checkpoints_is_refused(toy_data: Path, tmp
 
 @pytest.mark.parametrize("amp, autocast", [("bf16", True), ("fp16", False), ("none", False)])
 def test_bf16_autocast_on_cpu(toy_data: Path, tmp_path: Path, monkeypatch, amp: str, autocast: bool) -> None:
-    """trainer.amp=bf16 autocasts the CPU forward (AMX Xeons: faster steps); fp16 stays CUDA-only."""
+    """trainer.amp=bf16 autocasts the CPU forward (AMX Xeons: faster steps); fp16 stays CUDA-only.
+    The CPU is taken to have bf16 units, so the check holds on every processor (on one without,
+    the trainer falls back to float32: the test below)."""
+    import fashionvision.engine.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_has_bf16", lambda: True)
     seen: list[tuple[bool, torch.dtype]] = []
     original = ToyTask.compute_losses
 

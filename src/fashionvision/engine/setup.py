@@ -46,7 +46,8 @@ def autocast_dtype(amp: str, device: torch.device,
     enabled = dtype is not None and (cuda or dtype == torch.bfloat16)
     if enabled and not cuda and not has_bf16():
         log.warning("trainer.amp=bf16: this CPU has no bf16 units (AVX512-BF16/AMX), training in "
-                    "float32 instead (emulated bf16 would be slower)")
+                    "float32 instead (emulated bf16 would be slower); the CPU recipes were tuned and "
+                    "measured on bf16 CPUs, expect fewer steps and lower scores (benchmarks/README.md)")
         enabled = False
     return dtype, enabled
 

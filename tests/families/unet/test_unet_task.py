@@ -115,7 +115,9 @@ def test_evaluate_report_predict_and_draw(ccp_batch, tmp_path):
     h, w = batch["metas"][0]["orig_size"]
     assert mask.mode == "P" and mask.size == (w, h)  # original size (CCP: 550 x 810-832)
     model.eval()
-    prediction = task.predict(model, batch["images"][:1], batch["metas"][:1])[0]
+    # the same batch as evaluate: oneDNN may pick other kernels for another batch size, and after
+    # two steps a near-tie pixel can then flip its argmax (1 of 457,600 on an AVX2-only EPYC)
+    prediction = task.predict(model, batch["images"], batch["metas"])[0]
     assert np.array_equal(np.asarray(mask), prediction["mask"].numpy())
     assert prediction["confidence"].shape == (h, w)  # the probability of each pixel's class
     assert bool(((prediction["confidence"] >= 1 / 59 - 1e-6) & (prediction["confidence"] <= 1)).all())
